@@ -1,0 +1,213 @@
+"""Frozen configuration records shared by the core, the command line and the widgets.
+
+Standard library only: every other module imports from here, this module imports
+nothing of the package. Each record converts to and from a plain ``dict`` so that it
+can be stored in a checkpoint or a JSON file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+Normalization = Literal["minmax", "zscore", "none"]
+SliceStrategy = Literal["initial_seq", "mid_seq", "mid_rand"]
+Direction = Literal["forward", "backward", "both"]
+LossName = Literal["bdl", "dice", "ce"]
+
+T = TypeVar("T")
+
+
+def _from_dict(cls: type[T], data: dict[str, Any]) -> T:
+    """Build ``cls`` from ``data``, turning lists back into tuples, ignoring unknown keys."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in names}
+    return cls(**kwargs)
+
+
+class _Record:
+    """Mixin: ``to_dict`` / ``from_dict`` / ``replace`` for the frozen records."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+        return _from_dict(cls, data)
+
+    def replace(self: T, **changes: Any) -> T:
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+
+@dataclass(frozen=True)
+class ModelConfig(_Record):
+    """What network to build.
+
+    Parameters
+    ----------
+    name
+        Registry name: ``unet``, ``wunet``, ``unetpp``, ``numsnet``, ``nums_all``,
+        ``drsegunet``.
+    in_channels
+        Channels of one input slice (1 for CT and MRI).
+    num_classes
+        Output channels of the head. With ``exclusive=True`` channel 0 is the
+        background and channel ``k`` is label value ``k``; with ``exclusive=False``
+        channel ``k`` is the binary plane of label value ``k + 1``.
+    widths
+        Filters per depth; ``None`` takes the paper's widths for the model.
+    exclusive
+        ``True``: classes exclude each other (softmax, label map by argmax).
+        ``False``: independent binary planes (sigmoid, threshold), as in the papers.
+    deep_supervision
+        UNet++ family only: extra 1x1 heads on the nested nodes of depth 1.
+    dropout
+        Dropout rate on the two deepest encoder nodes.
+    """
+
+    name: str = "numsnet"
+    in_channels: int = 1
+    num_classes: int = 3
+    widths: tuple[int, ...] | None = None
+    exclusive: bool = True
+    deep_supervision: bool = False
+    dropout: float = 0.5
+
+
+@dataclass(frozen=True)
+class PreprocessConfig(_Record):
+    """How raw slices become network input.
+
+    Parameters
+    ----------
+    window
+        Intensity window ``(low, high)`` applied first (HU for CT), or ``None``.
+    normalization
+        ``minmax`` (paper eq. 1, to [0, 1]), ``zscore`` or ``none``.
+    size
+        Side of the square slice the network sees (pixels); slices are resized to it and
+        predictions resized back. ``None`` keeps the native size, padded to a multiple
+        of 16.
+    """
+
+    window: tuple[float, float] | None = None
+    normalization: Normalization = "minmax"
+    size: int | None = 256
+
+
+@dataclass(frozen=True)
+class SamplingConfig(_Record):
+    """Which slices of a stack to annotate (NUMSnet paper, section on training data).
+
+    Parameters
+    ----------
+    strategy
+        ``initial_seq``, ``mid_seq`` or ``mid_rand`` (the paper's best).
+    fraction
+        Fraction of the stack's slices to annotate for training.
+    val_fraction
+        Fraction of the remaining slices kept for validation (at least one slice).
+    seed
+        Seed of the random choice of ``mid_rand``.
+    """
+
+    strategy: SliceStrategy = "mid_rand"
+    fraction: float = 0.10
+    val_fraction: float = 0.01
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class TrainConfig(_Record):
+    """How to train.
+
+    Parameters
+    ----------
+    epochs, batch_size, learning_rate
+        Adam with the paper's defaults (60 epochs, batch 5, 1e-3).
+    loss
+        ``bdl`` (BCE/2 + Dice, paper eq. 8-10), ``dice`` or ``ce``.
+    augment
+        Rotation, shifts and shear 0.2, zoom 0.8-1, as in the paper.
+    amp
+        Mixed precision where the device supports it (CUDA only).
+    device
+        ``auto`` (CUDA, then MPS, then CPU) or a torch device string.
+    seed
+        Seed for weights, batches and augmentation.
+    preset
+        Name of the preset the record came from, for the training record only.
+    """
+
+    epochs: int = 60
+    batch_size: int = 5
+    learning_rate: float = 1e-3
+    loss: LossName = "bdl"
+    augment: bool = True
+    amp: bool = True
+    device: str = "auto"
+    seed: int = 0
+    preset: str = "paper"
+
+
+@dataclass(frozen=True)
+class PredictConfig(_Record):
+    """How to predict a stack.
+
+    Parameters
+    ----------
+    direction
+        Order of travel along the stack for the NUMSnet family: ``forward``
+        (ascending slice index), ``backward`` or ``both`` (probabilities averaged).
+    batch_size
+        Slices per forward pass; the result does not depend on it.
+    threshold
+        Probability threshold for independent (sigmoid) classes, paper eq. 3.
+    device
+        ``auto`` or a torch device string.
+    """
+
+    direction: Direction = "forward"
+    batch_size: int = 8
+    threshold: float = 0.5
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named bundle of training and preprocessing settings."""
+
+    name: str
+    train: TrainConfig = field(default_factory=TrainConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+
+
+PRESETS: dict[str, Preset] = {
+    # The NUMSnet paper: 256 x 256 slices, Adam 1e-3, batch 5, 60 epochs.
+    "paper": Preset(
+        name="paper",
+        train=TrainConfig(epochs=60, batch_size=5, learning_rate=1e-3, preset="paper"),
+        preprocess=PreprocessConfig(size=256),
+    ),
+    # Few minutes on two CPU cores: smaller slices, fewer epochs, no mixed precision.
+    "fast": Preset(
+        name="fast",
+        train=TrainConfig(
+            epochs=40, batch_size=4, learning_rate=2e-3, amp=False, preset="fast"
+        ),
+        preprocess=PreprocessConfig(size=96),
+    ),
+}
+
+
+def get_preset(name: str) -> Preset:
+    """Return the preset called ``name``; an unknown name lists the valid ones."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        from napari_numsnet.errors import NumsnetError
+
+        raise NumsnetError(
+            f"Unknown preset {name!r}.", f"Choose one of: {', '.join(sorted(PRESETS))}."
+        ) from None
