@@ -1,0 +1,146 @@
+"""One registry: every model is built by name from a ``ModelConfig``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+from napari_numsnet.config import ModelConfig
+from napari_numsnet.errors import NumsnetError
+from napari_numsnet.models.blocks import keras_parameter_count
+from napari_numsnet.models.drsegunet import DRSegUNet
+from napari_numsnet.models.nested import NESTED_NODES, UNET_NODES, UNETPP_NODES, NestedUNet
+
+UNET_WIDTHS = (32, 64, 128, 256, 512)
+WIDE_WIDTHS = (35, 70, 140, 280, 560)
+DRSEG_WIDTHS = (16, 32, 64, 128, 256)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registry entry: what the model is and how to build it."""
+
+    name: str
+    title: str
+    description: str
+    default_widths: tuple[int, ...]
+    sequential: bool
+    build: Callable[[ModelConfig, tuple[int, ...]], nn.Module]
+
+
+def _nested(decoder, fused=frozenset(), bottom_batchnorm=False):
+    def build(cfg: ModelConfig, widths: tuple[int, ...]) -> nn.Module:
+        return NestedUNet(
+            cfg.in_channels,
+            cfg.num_classes,
+            widths,
+            decoder_nodes=decoder,
+            fused_nodes=fused,
+            bottom_batchnorm=bottom_batchnorm,
+            dropout=cfg.dropout,
+            deep_supervision=cfg.deep_supervision and decoder is not UNET_NODES,
+        )
+
+    return build
+
+
+MODELS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec(
+            "unet",
+            "UNet",
+            "U-Net, depth 5 (the NUMSnet paper's baseline)",
+            UNET_WIDTHS,
+            False,
+            _nested(UNET_NODES, bottom_batchnorm=True),
+        ),
+        ModelSpec(
+            "wunet",
+            "wUNet",
+            "wide U-Net, widths 35..560",
+            WIDE_WIDTHS,
+            False,
+            _nested(UNET_NODES, bottom_batchnorm=True),
+        ),
+        ModelSpec(
+            "unetpp",
+            "UNet++",
+            "nested U-Net with dense skips (optional deep supervision)",
+            UNET_WIDTHS,
+            False,
+            _nested(UNETPP_NODES),
+        ),
+        ModelSpec(
+            "numsnet",
+            "NUMSnet",
+            "UNet++ whose six nested nodes are carried slice to slice",
+            WIDE_WIDTHS,
+            True,
+            _nested(UNETPP_NODES, NESTED_NODES),
+        ),
+        ModelSpec(
+            "nums_all",
+            "NUMS-all",
+            "NUMSnet carrying all ten up-sampling nodes",
+            WIDE_WIDTHS,
+            True,
+            _nested(UNETPP_NODES, UNETPP_NODES),
+        ),
+        ModelSpec(
+            "drsegunet",
+            "DRSegUNet",
+            "deep residual U-Net of the DRSegUNet thesis",
+            DRSEG_WIDTHS,
+            False,
+            lambda cfg, w: DRSegUNet(cfg.in_channels, cfg.num_classes, w),
+        ),
+    )
+}
+
+
+def get_spec(name: str) -> ModelSpec:
+    """Return the registry entry for ``name`` (case and '-', '+' tolerant)."""
+    key = name.lower().replace("-", "_").replace("++", "pp").replace("+", "p")
+    if key not in MODELS:
+        raise NumsnetError(f"Unknown model {name!r}.", f"Choose one of: {', '.join(MODELS)}.")
+    return MODELS[key]
+
+
+def create_model(config: ModelConfig) -> nn.Module:
+    """Build the network described by ``config``.
+
+    The returned module has ``config`` (the :class:`ModelConfig`, widths filled in)
+    and ``sequential`` (``True`` for the NUMSnet family) attributes, and its
+    ``forward(x, carry=None)`` returns a
+    :class:`~napari_numsnet.models.blocks.SegmentationOutput`.
+    """
+    spec = get_spec(config.name)
+    widths = tuple(config.widths) if config.widths is not None else spec.default_widths
+    if len(widths) != len(spec.default_widths) or min(widths) < 1:
+        raise NumsnetError(
+            f"Model {spec.name} needs {len(spec.default_widths)} positive widths; got {widths}.",
+            f"Give one width per depth, e.g. {spec.default_widths}.",
+        )
+    if config.num_classes < 1 or config.in_channels < 1:
+        raise NumsnetError(
+            f"num_classes={config.num_classes} and in_channels={config.in_channels} must be >= 1.",
+            "Count the background as a class for exclusive labels (background + organs).",
+        )
+    model = spec.build(config, widths)
+    model.config = config.replace(name=spec.name, widths=widths)
+    model.sequential = spec.sequential
+    return model
+
+
+def list_models(in_channels: int = 1, num_classes: int = 3) -> list[tuple[ModelSpec, int]]:
+    """Every registry entry with its Keras-style parameter count at the paper defaults."""
+    return [
+        (
+            spec,
+            keras_parameter_count(create_model(ModelConfig(spec.name, in_channels, num_classes))),
+        )
+        for spec in MODELS.values()
+    ]
