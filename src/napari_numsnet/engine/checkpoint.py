@@ -1,0 +1,162 @@
+"""A checkpoint is one file: weights, model and preprocessing configs, class names, record.
+
+Written atomically (temporary file, fsync, rename), so a crash mid-write leaves the
+previous checkpoint intact. Read with ``torch.load(weights_only=True)``: the file holds
+tensors and plain Python values only, never pickled code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from napari_numsnet.config import ModelConfig, PreprocessConfig, TrainConfig
+from napari_numsnet.errors import NumsnetError
+from napari_numsnet.io.atomic import atomic_path
+from napari_numsnet.models import create_model
+
+FORMAT = "napari-numsnet-checkpoint"
+VERSION = 1
+SUFFIX = ".numsnet.pt"
+
+
+@dataclass
+class Checkpoint:
+    """Everything needed to predict with, or continue training, a model.
+
+    Attributes
+    ----------
+    model_config, preprocess, train_config
+        How the model was built, how its input was prepared, how it was trained.
+    class_names
+        One name per label value, background first for exclusive classes.
+    state_dict
+        The model's weights.
+    optimizer_state
+        Adam's state, to continue training exactly where it stopped.
+    record
+        The training record: epochs done, losses, validation Dice, device, time.
+    """
+
+    model_config: ModelConfig
+    preprocess: PreprocessConfig
+    class_names: list[str]
+    state_dict: dict[str, torch.Tensor]
+    train_config: TrainConfig | None = None
+    optimizer_state: dict[str, Any] | None = None
+    record: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_model(cls, model: nn.Module, **kwargs: Any) -> Checkpoint:
+        """Capture ``model``'s weights (copied to the CPU) with its config."""
+        state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        return cls(model_config=model.config, state_dict=state, **kwargs)
+
+    @property
+    def epochs_done(self) -> int:
+        return int(self.record.get("epochs_done", 0))
+
+    def build_model(self) -> nn.Module:
+        """The model with these weights, on the CPU, in eval mode."""
+        model = create_model(self.model_config)
+        model.load_state_dict(self.state_dict)
+        return model.eval()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "model_config": self.model_config.to_dict(),
+            "preprocess": self.preprocess.to_dict(),
+            "train_config": None if self.train_config is None else self.train_config.to_dict(),
+            "class_names": list(self.class_names),
+            "state_dict": self.state_dict,
+            "optimizer_state": self.optimizer_state,
+            "record": self.record,
+        }
+
+
+def save_checkpoint(checkpoint: Checkpoint, path: str | Path) -> Path:
+    """Write ``checkpoint`` to ``path`` atomically and return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        torch.save(checkpoint.to_dict(), tmp)
+    return path
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Read a checkpoint written by :func:`save_checkpoint`.
+
+    Raises
+    ------
+    NumsnetError
+        The file is missing, is not a napari-numsnet checkpoint, or is damaged.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise NumsnetError(
+            f"No checkpoint at {path}.",
+            "Train a model first (numsnet train) or give the path of a *.numsnet.pt file.",
+        )
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a damaged file
+        raise NumsnetError(
+            f"The checkpoint {path} cannot be read ({type(exc).__name__}: {exc}).",
+            "The file is damaged or not a checkpoint: use another checkpoint or retrain.",
+        ) from exc
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise NumsnetError(
+            f"{path} is not a napari-numsnet checkpoint.",
+            "Give a file written by numsnet train or the plugin's export (*.numsnet.pt).",
+        )
+    train = data.get("train_config")
+    return Checkpoint(
+        model_config=ModelConfig.from_dict(data["model_config"]),
+        preprocess=PreprocessConfig.from_dict(data["preprocess"]),
+        train_config=None if train is None else TrainConfig.from_dict(train),
+        class_names=list(data["class_names"]),
+        state_dict=data["state_dict"],
+        optimizer_state=data.get("optimizer_state"),
+        record=data.get("record") or {},
+    )
+
+
+def check_compatible(checkpoint: Checkpoint, num_classes: int) -> None:
+    """Refuse to continue training a checkpoint made for another number of classes."""
+    if checkpoint.model_config.num_classes != num_classes:
+        raise NumsnetError(
+            f"The checkpoint predicts {checkpoint.model_config.num_classes} classes "
+            f"({', '.join(checkpoint.class_names)}) but the labels have {num_classes}.",
+            "Use transfer learning (--transfer / transfer_from) to reuse it with a new head, "
+            "or choose a checkpoint trained for these classes.",
+        )
+
+
+def transfer_model(checkpoint: Checkpoint, num_classes: int) -> nn.Module:
+    """A new model for ``num_classes`` that reuses every layer of ``checkpoint`` but the head.
+
+    This is the NUMSnet paper's transfer from lung CT (3 classes) to heart CT (7 classes).
+    """
+    config = checkpoint.model_config.replace(num_classes=num_classes)
+    model = create_model(config)
+    own = model.state_dict()
+    reused = {
+        k: v
+        for k, v in checkpoint.state_dict.items()
+        if not k.startswith(("head.", "side_heads.")) and k in own and own[k].shape == v.shape
+    }
+    missing = [k for k in own if k not in reused and not k.startswith(("head.", "side_heads."))]
+    if missing:
+        raise NumsnetError(
+            f"The checkpoint's {checkpoint.model_config.name} does not match the new model "
+            f"({len(missing)} layers differ, e.g. {missing[0]}).",
+            "Transfer needs the same model and widths; only the number of classes may change.",
+        )
+    model.load_state_dict(reused, strict=False)
+    return model

@@ -1,0 +1,322 @@
+"""The annotate-train-predict loop, written out in order.
+
+    volume on disk -> read (array + geometry) -> preprocess -> choose slices to annotate
+      -> train (progress events, stop flag) -> predict the stack in order
+      -> correct -> retrain -> export (same geometry as the input)
+
+The command line, the napari widgets, the benchmarks and the tests all call these
+functions; none of them imports napari or Qt.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from napari_numsnet.config import (
+    ModelConfig,
+    PredictConfig,
+    PreprocessConfig,
+    SamplingConfig,
+    TrainConfig,
+)
+from napari_numsnet.data.dataset import TrainingStack, validate_pair
+from napari_numsnet.data.preprocess import Preprocessor, looks_like_hounsfield
+from napari_numsnet.data.slices import SliceSplit, annotated_slices, select_slices
+from napari_numsnet.engine.checkpoint import Checkpoint, check_compatible, transfer_model
+from napari_numsnet.engine.events import ProgressCallback, TrainState
+from napari_numsnet.engine.metrics import SegmentationMetrics
+from napari_numsnet.engine.predict import Prediction, predict_volume
+from napari_numsnet.engine.trainer import fit
+from napari_numsnet.errors import NumsnetError
+from napari_numsnet.io.classes import ClassTable, load_class_table
+from napari_numsnet.io.labels import read_labels
+from napari_numsnet.io.volume import Volume, read_volume
+from napari_numsnet.models import create_model
+
+#: Window applied to CT in Hounsfield units before min-max scaling (HU).
+CT_WINDOW = (-1000.0, 1000.0)
+
+
+@dataclass
+class AnnotatedStack:
+    """One stack with its (partial) annotation.
+
+    Attributes
+    ----------
+    image
+        ``(Z, H, W)`` raw intensities, stack axis first.
+    labels
+        ``(Z, H, W)`` integer labels; only the ``annotated`` slices are read.
+    annotated
+        Slices that count as annotated (ground truth, possibly empty); ``None`` means
+        every slice with a non-zero label.
+    val_slices
+        Annotated slices held out for validation (never trained on).
+    name
+        For messages and records.
+    """
+
+    image: np.ndarray
+    labels: np.ndarray
+    annotated: Sequence[int] | None = None
+    val_slices: Sequence[int] = ()
+    name: str = "stack"
+
+
+@dataclass
+class Sample:
+    """The shipped CT sample: image, reference labels, class table, geometry."""
+
+    volume: Volume
+    labels: np.ndarray
+    classes: ClassTable
+    path: Path
+    labels_path: Path
+
+
+def sample_dir() -> Path:
+    """Folder of the shipped sample data."""
+    return Path(str(resources.files("napari_numsnet") / "sample_data"))
+
+
+def load_sample() -> Sample:
+    """The CT sample: 30 axial slices of 122 x 101 voxels, 3 mm, HU, five classes."""
+    folder = sample_dir()
+    volume = read_volume(folder / "ct_sample.nii.gz")
+    labels = read_labels(folder / "ct_sample_labels.nii.gz", like=volume.meta)
+    classes = load_class_table(folder / "ct_sample_classes.json")
+    return Sample(
+        volume, labels, classes, folder / "ct_sample.nii.gz", folder / "ct_sample_labels.nii.gz"
+    )
+
+
+def default_preprocess(
+    image: np.ndarray, base: PreprocessConfig | None = None
+) -> PreprocessConfig:
+    """The preprocessing for ``image``: a CT window when it is in HU, min-max scaling."""
+    base = base or PreprocessConfig()
+    if base.window is None and looks_like_hounsfield(image):
+        return base.replace(window=CT_WINDOW)
+    return base
+
+
+def plan_slices(n_slices: int, sampling: SamplingConfig = SamplingConfig()) -> SliceSplit:
+    """Which slices to annotate for training and validation (NUMSnet paper, 10% default)."""
+    return select_slices(n_slices, sampling)
+
+
+def _training_stack(
+    stack: AnnotatedStack, slices: np.ndarray, pre: Preprocessor, images: np.ndarray
+) -> TrainingStack:
+    labels = pre.prepare_labels(stack.labels[slices])
+    return TrainingStack(images[slices], labels, np.asarray(slices), stack.name)
+
+
+def build_training_data(
+    stacks: Sequence[AnnotatedStack],
+    model: ModelConfig,
+    preprocess: PreprocessConfig,
+) -> tuple[list[TrainingStack], list[TrainingStack]]:
+    """Preprocess the annotated slices of each stack into training and validation data."""
+    train, val = [], []
+    for stack in stacks:
+        validate_pair(stack.image, stack.labels, model.num_classes, model.exclusive)
+        annotated = annotated_slices(stack.labels, stack.annotated)
+        held_out = np.intersect1d(annotated, np.asarray(stack.val_slices, dtype=int))
+        fit_slices = np.setdiff1d(annotated, held_out)
+        if len(fit_slices) == 0:
+            raise NumsnetError(
+                f"Every annotated slice of {stack.name} is held out for validation.",
+                "Annotate more slices or hold out fewer for validation.",
+            )
+        pre = Preprocessor(preprocess)
+        images = pre.prepare(stack.image)
+        train.append(_training_stack(stack, fit_slices, pre, images))
+        if len(held_out):
+            val.append(_training_stack(stack, held_out, pre, images))
+    return train, val
+
+
+def train(
+    stacks: AnnotatedStack | Sequence[AnnotatedStack],
+    model: ModelConfig = ModelConfig(),
+    training: TrainConfig = TrainConfig(),
+    preprocess: PreprocessConfig | None = None,
+    classes: ClassTable | None = None,
+    resume: Checkpoint | None = None,
+    transfer_from: Checkpoint | None = None,
+    callback: ProgressCallback | None = None,
+    stop_event: threading.Event | None = None,
+) -> Checkpoint:
+    """Train a model on the annotated slices of one or more stacks.
+
+    Parameters
+    ----------
+    stacks
+        The annotated stack(s).
+    model
+        The network (ignored when resuming: the checkpoint's model continues).
+    training
+        Epochs to run now, batch size, learning rate, loss, device, seed.
+    preprocess
+        ``None`` chooses from the first image (a CT window for HU data); a resumed or
+        transferred checkpoint keeps its own.
+    classes
+        Class table; defaults to ``background, class 1, ...``.
+    resume
+        Continue training this checkpoint (same classes) with the current annotations.
+    transfer_from
+        Start from this checkpoint's layers with a new head (the number of classes may
+        differ).
+    callback, stop_event
+        Progress events and the stop flag, passed to :func:`~napari_numsnet.engine.fit`.
+
+    Returns
+    -------
+    Checkpoint
+        Weights, configs, class names and the training record (``record["state"]`` is
+        ``"stopped"`` when the stop flag ended it early).
+    """
+    stacks = [stacks] if isinstance(stacks, AnnotatedStack) else list(stacks)
+    if not stacks:
+        raise NumsnetError("No stack to train on.", "Give at least one annotated stack.")
+    record, optimizer_state = {}, None
+    if resume is not None:
+        if classes is not None:
+            exclusive = resume.model_config.exclusive
+            check_compatible(resume, classes.num_values - (0 if exclusive else 1))
+        classes = classes or ClassTable.from_names(resume.class_names)
+        model = resume.model_config
+        preprocess = resume.preprocess
+        net = resume.build_model()
+        record, optimizer_state = resume.record, resume.optimizer_state
+    elif transfer_from is not None:
+        preprocess = transfer_from.preprocess
+        net = transfer_model(transfer_from, model.num_classes)
+        model = net.config
+        record = {"transferred_from": transfer_from.model_config.name}
+    else:
+        net = create_model(model)
+        model = net.config
+    preprocess = preprocess or default_preprocess(stacks[0].image)
+    values = model.num_classes if model.exclusive else model.num_classes + 1
+    classes = classes or ClassTable.default(values)
+    if classes.num_values != values:
+        raise NumsnetError(
+            f"The class table names {classes.num_values} label values but the model "
+            f"predicts {values}.",
+            "Make the class table and the model's number of classes agree.",
+        )
+    train_data, val_data = build_training_data(stacks, model, preprocess)
+    result = fit(
+        net,
+        train_data,
+        training,
+        val_stacks=val_data,
+        class_names=classes.names,
+        callback=callback,
+        stop_event=stop_event,
+        optimizer_state=optimizer_state,
+        record=record,
+    )
+    result.record["annotated"] = {
+        s.name: [int(i) for i in t.slice_index] for s, t in zip(stacks, train_data, strict=True)
+    }
+    return Checkpoint.from_model(
+        result.model,
+        preprocess=preprocess,
+        class_names=list(classes.names),
+        train_config=training,
+        optimizer_state=result.optimizer_state,
+        record=result.record,
+    )
+
+
+def predict(
+    checkpoint: Checkpoint,
+    image: np.ndarray,
+    config: PredictConfig = PredictConfig(),
+    slice_range: tuple[int, int] | None = None,
+    probabilities: bool = False,
+) -> Prediction:
+    """Segment a whole stack (or a slice range) with a trained checkpoint.
+
+    Returns the label map ``(Z, H, W)`` at the original size and, if asked, the
+    per-class probabilities ``(C, Z, H, W)``.
+    """
+    model = checkpoint.build_model()
+    return predict_volume(
+        model,
+        image,
+        checkpoint.preprocess,
+        config,
+        slice_range,
+        return_probabilities=probabilities,
+    )
+
+
+def evaluate(
+    predicted: np.ndarray,
+    reference: np.ndarray,
+    classes: ClassTable,
+    slices: Sequence[int] | None = None,
+) -> dict[str, dict[str, float]]:
+    """Dice, IoU, precision and recall per class on ``slices`` (all by default)."""
+    if predicted.shape != reference.shape:
+        raise NumsnetError(
+            f"Prediction {predicted.shape} and reference {reference.shape} differ in shape.",
+            "Compare a prediction with the labels of the same image.",
+        )
+    metrics = SegmentationMetrics(classes.num_values, classes.names)
+    mask = None
+    if slices is not None:
+        mask = np.zeros(len(predicted), dtype=bool)
+        mask[np.asarray(slices, dtype=int)] = True
+    metrics.update(predicted, reference, mask=mask)
+    return metrics.summary()
+
+
+@dataclass
+class LoopResult:
+    """What :func:`annotate_train_predict` did and measured."""
+
+    checkpoint: Checkpoint
+    prediction: Prediction
+    split: SliceSplit
+    unseen: np.ndarray
+    scores: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @property
+    def state(self) -> TrainState:
+        return TrainState(self.checkpoint.record.get("state", "done"))
+
+
+def annotate_train_predict(
+    image: np.ndarray,
+    reference: np.ndarray,
+    classes: ClassTable,
+    model: ModelConfig,
+    training: TrainConfig,
+    preprocess: PreprocessConfig | None = None,
+    sampling: SamplingConfig = SamplingConfig(),
+    callback: ProgressCallback | None = None,
+) -> LoopResult:
+    """The few-shot loop on a fully labelled stack, keeping only the planned slices.
+
+    The reference labels of the planned slices play the annotation; the model is
+    trained on them, predicts the whole stack, and is scored on the slices it never saw.
+    """
+    split = plan_slices(len(image), sampling)
+    annotated = np.union1d(split.train, split.val)
+    stack = AnnotatedStack(image, reference, annotated, split.val, name="stack")
+    checkpoint = train(stack, model, training, preprocess, classes, callback=callback)
+    prediction = predict(checkpoint, image)
+    unseen = np.setdiff1d(np.arange(len(image)), split.train)
+    scores = evaluate(prediction.labels, reference, classes, unseen)
+    return LoopResult(checkpoint, prediction, split, unseen, scores)
