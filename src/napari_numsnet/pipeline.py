@@ -22,6 +22,7 @@ from napari_numsnet.config import (
     ModelConfig,
     PredictConfig,
     PreprocessConfig,
+    Preset,
     SamplingConfig,
     TrainConfig,
 )
@@ -34,10 +35,11 @@ from napari_numsnet.engine.metrics import SegmentationMetrics
 from napari_numsnet.engine.predict import Prediction, predict_volume
 from napari_numsnet.engine.trainer import fit
 from napari_numsnet.errors import NumsnetError
+from napari_numsnet.io.atomic import atomic_path
 from napari_numsnet.io.classes import ClassTable, load_class_table
-from napari_numsnet.io.labels import read_labels
-from napari_numsnet.io.volume import Volume, read_volume
-from napari_numsnet.models import create_model
+from napari_numsnet.io.labels import read_labels, write_labels
+from napari_numsnet.io.volume import EXTENSIONS, Volume, read_volume
+from napari_numsnet.models import create_model, get_spec
 
 #: Window applied to CT in Hounsfield units before min-max scaling (HU).
 CT_WINDOW = (-1000.0, 1000.0)
@@ -104,6 +106,23 @@ def default_preprocess(
     if base.window is None and looks_like_hounsfield(image):
         return base.replace(window=CT_WINDOW)
     return base
+
+
+def model_for_preset(
+    name: str, num_classes: int, preset: Preset, in_channels: int = 1, exclusive: bool = True
+) -> ModelConfig:
+    """The model ``name`` at the preset's size (the paper's widths times ``width_scale``)."""
+    spec = get_spec(name)
+    widths = None
+    if preset.width_scale != 1.0:
+        widths = tuple(max(2, round(w * preset.width_scale)) for w in spec.default_widths)
+    return ModelConfig(
+        spec.name,
+        in_channels=in_channels,
+        num_classes=num_classes,
+        widths=widths,
+        exclusive=exclusive,
+    )
 
 
 def plan_slices(n_slices: int, sampling: SamplingConfig = SamplingConfig()) -> SliceSplit:
@@ -320,3 +339,74 @@ def annotate_train_predict(
     unseen = np.setdiff1d(np.arange(len(image)), split.train)
     scores = evaluate(prediction.labels, reference, classes, unseen)
     return LoopResult(checkpoint, prediction, split, unseen, scores)
+
+
+def _stack_files(inputs: Sequence[str | Path]) -> list[Path]:
+    """Every readable stack among ``inputs`` (files, or folders searched one level deep)."""
+    files: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            files += sorted(p for p in item.iterdir() if p.is_file() and _is_stack(p))
+        elif item.is_file():
+            files.append(item)
+        else:
+            raise NumsnetError(f"{item} does not exist.", "Give existing files or folders.")
+    if not files:
+        raise NumsnetError(
+            f"No image stack found in {', '.join(map(str, inputs))}.",
+            f"Give files ending in {', '.join(EXTENSIONS)}.",
+        )
+    return files
+
+
+def _is_stack(path: Path) -> bool:
+    return any(path.name.lower().endswith(ext) for ext in EXTENSIONS)
+
+
+def _output_name(path: Path) -> str:
+    name = path.name
+    for ext in sorted(EXTENSIONS, key=len, reverse=True):
+        if name.lower().endswith(ext):
+            return name[: -len(ext)] + "_labels" + ext
+    return name + "_labels.nii.gz"
+
+
+def predict_files(
+    checkpoint: Checkpoint,
+    inputs: Sequence[str | Path],
+    output: str | Path,
+    config: PredictConfig = PredictConfig(),
+    stack_axis: int | None = None,
+    probabilities: bool = False,
+    overwrite: bool = False,
+) -> list[tuple[Path, Path]]:
+    """Segment every stack of ``inputs``; write each label stack with its geometry.
+
+    With one input file, ``output`` may be the output file; otherwise it is a folder
+    receiving ``<name>_labels.<ext>``. Existing outputs are skipped unless ``overwrite``
+    (so an interrupted run can be restarted). Every file is written atomically.
+    """
+    files = _stack_files(inputs)
+    output = Path(output)
+    single = len(files) == 1 and _is_stack(output) and not output.is_dir()
+    if not single:
+        output.mkdir(parents=True, exist_ok=True)
+    model = checkpoint.build_model()
+    done = []
+    for path in files:
+        target = output if single else output / _output_name(path)
+        if target.exists() and not overwrite:
+            done.append((path, target))
+            continue
+        volume = read_volume(path, stack_axis=stack_axis)
+        result = predict_volume(
+            model, volume.data, checkpoint.preprocess, config, return_probabilities=probabilities
+        )
+        write_labels(target, result.labels, volume.meta)
+        if probabilities and result.probabilities is not None:
+            with atomic_path(
+                target.with_name(target.name.split(".")[0] + "_probabilities.npy")
+            ) as tmp:
+                np.save(tmp, result.probabilities)
+        done.append((path, target))
+    return done

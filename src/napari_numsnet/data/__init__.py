@@ -1,1 +1,48 @@
-"""data."""
+"""From stacks to training batches: preprocessing, slice choice, batches, augmentation."""
+
+from napari_numsnet.data.augment import affine_matrices, random_affine
+from napari_numsnet.data.dataset import (
+    Batch,
+    TrainingStack,
+    count_batches,
+    iter_batches,
+    validate_pair,
+)
+from napari_numsnet.data.preprocess import (
+    PAD_MULTIPLE,
+    Preprocessor,
+    apply_window,
+    looks_like_hounsfield,
+    minmax,
+    resize_stack,
+    zscore,
+)
+from napari_numsnet.data.slices import (
+    STRATEGIES,
+    SliceSplit,
+    annotated_slices,
+    n_train_slices,
+    select_slices,
+)
+
+__all__ = [
+    "PAD_MULTIPLE",
+    "STRATEGIES",
+    "Batch",
+    "Preprocessor",
+    "SliceSplit",
+    "TrainingStack",
+    "affine_matrices",
+    "annotated_slices",
+    "apply_window",
+    "count_batches",
+    "iter_batches",
+    "looks_like_hounsfield",
+    "minmax",
+    "n_train_slices",
+    "random_affine",
+    "resize_stack",
+    "select_slices",
+    "validate_pair",
+    "zscore",
+]

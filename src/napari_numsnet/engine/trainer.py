@@ -216,7 +216,7 @@ def fit(
             carry = None if out.carry is None else {k: v.detach() for k, v in out.carry.items()}
             step += 1
             seen += len(images)
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             emit(
                 TrainEvent(
                     "step",

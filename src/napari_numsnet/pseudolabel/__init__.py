@@ -1,1 +1,20 @@
-"""pseudolabel."""
+"""k-means pseudo-labels (DRSegUNet thesis, section 4.4) for training without annotations."""
+
+from .cleanup import clean_labels, line_element
+from .kmeans import assign_clusters, cluster_intensities, kmeans_pseudolabels
+from .lungmask import body_mask, find_lungs, looks_like_hounsfield, lung_mask
+from .records import KMeansConfig, PseudoLabelResult
+
+__all__ = [
+    "KMeansConfig",
+    "PseudoLabelResult",
+    "assign_clusters",
+    "body_mask",
+    "clean_labels",
+    "cluster_intensities",
+    "find_lungs",
+    "kmeans_pseudolabels",
+    "line_element",
+    "looks_like_hounsfield",
+    "lung_mask",
+]

@@ -1,0 +1,370 @@
+"""``numsnet``: the command line over :mod:`napari_numsnet.pipeline`.
+
+``numsnet demo`` runs the whole few-shot loop on the shipped CT sample; ``train``,
+``predict``, ``pseudolabel``, ``evaluate`` and ``models`` expose each step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from napari_numsnet.config import PRESETS, PredictConfig, SamplingConfig, get_preset
+from napari_numsnet.errors import NumsnetError
+
+
+def _progress(total_epochs: int, quiet: bool = False):
+    """A TrainEvent callback: a tqdm bar in a terminal, a line every 10% of epochs otherwise."""
+    from tqdm import tqdm
+
+    bar = None
+    every = max(1, total_epochs // 10)
+
+    def callback(event) -> None:
+        nonlocal bar
+        if quiet:
+            return
+        if event.kind == "start":
+            print(event.message, flush=True)
+            if sys.stdout.isatty():
+                bar = tqdm(total=event.total_steps, unit="step", desc="training")
+        elif event.kind == "step" and bar is not None:
+            bar.update(1)
+            bar.set_postfix(epoch=event.epoch, loss=f"{event.loss:.3f}", refresh=False)
+        elif event.kind == "epoch":
+            dice = np.mean(list(event.val_dice.values())) if event.val_dice else float("nan")
+            if bar is not None:
+                bar.set_postfix(
+                    epoch=event.epoch, loss=f"{event.loss:.3f}", val_dice=f"{dice:.3f}"
+                )
+            elif event.epoch % every == 0 or event.epoch == 1:
+                print(
+                    f"  epoch {event.epoch:>4}  loss {event.loss:.4f}  val Dice {dice:.3f}  "
+                    f"{event.slices_per_second:.1f} slices/s",
+                    flush=True,
+                )
+        elif event.kind == "end":
+            if bar is not None:
+                bar.close()
+            print(f"training {event.message} after {event.step} steps", flush=True)
+
+    return callback
+
+
+def _score_table(scores: dict[str, dict[str, float]]) -> str:
+    lines = [f"  {'class':<14}{'Dice':>8}{'IoU':>8}{'Prec.':>8}{'Recall':>8}"]
+    for name, m in scores.items():
+        cells = "".join(f"{m[k]:>8.3f}" for k in ("dice", "iou", "precision", "recall"))
+        lines.append(f"  {name:<14}{cells}")
+    present = [m for m in scores.values() if not np.isnan(m["dice"])]
+    if present:
+        cells = "".join(
+            f"{np.mean([m[k] for m in present]):>8.3f}"
+            for k in ("dice", "iou", "precision", "recall")
+        )
+        lines.append(f"  {'mean':<14}{cells}")
+    return "\n".join(lines)
+
+
+def _machine() -> str:
+    import platform
+
+    import torch
+
+    return (
+        f"{platform.system()} {platform.machine()}, {torch.get_num_threads()} CPU threads, "
+        f"Python {platform.python_version()}, torch {torch.__version__}"
+    )
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from napari_numsnet import pipeline
+    from napari_numsnet.engine.device import describe_device, select_device
+    from napari_numsnet.io.labels import write_labels
+    from napari_numsnet.models import keras_parameter_count
+
+    device = select_device(args.device)
+    preset = get_preset(args.preset or ("paper" if device.type == "cuda" else "fast"))
+    sample = pipeline.load_sample()
+    image, reference, classes = sample.volume.data, sample.labels, sample.classes
+    z, h, w = image.shape
+    print(f"napari-numsnet demo: the CT sample, {z} slices of {h} x {w} voxels, 3 mm, HU")
+    print(f"classes: {', '.join(classes.names[1:])}")
+    model_cfg = pipeline.model_for_preset(args.model, classes.num_values, preset)
+    training = preset.train.replace(device=args.device, seed=args.seed)
+    if args.epochs:
+        training = training.replace(epochs=args.epochs)
+    preprocess = pipeline.default_preprocess(image, preset.preprocess)
+    sampling = SamplingConfig(fraction=args.fraction, seed=args.seed)
+    split = pipeline.plan_slices(z, sampling)
+    print(
+        f"annotated ({sampling.strategy}, {sampling.fraction:.0%}): slices "
+        f"{', '.join(map(str, split.train))}; validation: {', '.join(map(str, split.val))}"
+    )
+    from napari_numsnet.models import create_model
+
+    n_params = keras_parameter_count(create_model(model_cfg))
+    print(
+        f"model: {model_cfg.name}, widths {model_cfg.widths or 'paper'}, {n_params:,} parameters;"
+        f" preset {preset.name}: {training.epochs} epochs, batch {training.batch_size}, "
+        f"{preprocess.size} px; device: {describe_device(device)}"
+    )
+    start = time.perf_counter()
+    result = pipeline.annotate_train_predict(
+        image,
+        reference,
+        classes,
+        model_cfg,
+        training,
+        preprocess,
+        sampling,
+        callback=_progress(training.epochs, args.quiet),
+    )
+    elapsed = time.perf_counter() - start
+    print(f"\nDice on the {len(result.unseen)} slices it did not train on:")
+    print(_score_table(result.scores))
+    record = result.checkpoint.record
+    print(
+        f"time: {elapsed:.1f} s in all ({record.get('seconds', 0.0):.1f} s training); "
+        f"machine: {_machine()}"
+    )
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    pred_path = write_labels(
+        out / "ct_sample_prediction.nii.gz", result.prediction.labels, sample.volume.meta
+    )
+    from napari_numsnet.engine.checkpoint import save_checkpoint
+    from napari_numsnet.io.classes import save_class_table
+
+    save_class_table(classes, out / "ct_sample_prediction.classes.json")
+    ckpt_path = save_checkpoint(result.checkpoint, out / "ct_sample.numsnet.pt")
+    print(f"prediction: {pred_path} (geometry of the input); model: {ckpt_path}")
+    return 0
+
+
+def _read_stack(path: str, stack_axis: int | None):
+    from napari_numsnet.io.volume import read_volume
+
+    return read_volume(path, stack_axis=stack_axis)
+
+
+def _parse_slices(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    out: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if "-" in part:
+            a, b = part.split("-")
+            out.extend(range(int(a), int(b) + 1))
+        elif part:
+            out.append(int(part))
+    return out
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from napari_numsnet import pipeline
+    from napari_numsnet.engine.checkpoint import load_checkpoint, save_checkpoint
+    from napari_numsnet.io.classes import ClassTable, load_class_table
+    from napari_numsnet.io.labels import read_labels
+
+    volume = _read_stack(args.image, args.stack_axis)
+    labels = read_labels(args.labels, like=volume.meta)
+    preset = get_preset(args.preset)
+    if args.classes:
+        classes = load_class_table(args.classes)
+    else:
+        values = args.num_classes or int(labels.max()) + 1
+        classes = ClassTable.default(max(values, 2))
+    model_cfg = pipeline.model_for_preset(args.model, classes.num_values, preset)
+    training = preset.train.replace(device=args.device, seed=args.seed)
+    for key in ("epochs", "batch_size", "learning_rate"):
+        if getattr(args, key) is not None:
+            training = training.replace(**{key: getattr(args, key)})
+    preprocess = pipeline.default_preprocess(volume.data, preset.preprocess)
+    if args.size is not None:
+        preprocess = preprocess.replace(size=args.size or None)
+    stack = pipeline.AnnotatedStack(
+        volume.data,
+        labels,
+        _parse_slices(args.annotated),
+        _parse_slices(args.val) or (),
+        name=Path(args.image).name,
+    )
+    resume = load_checkpoint(args.resume) if args.resume else None
+    transfer = load_checkpoint(args.transfer) if args.transfer else None
+    checkpoint = pipeline.train(
+        stack,
+        model_cfg,
+        training,
+        preprocess,
+        classes,
+        resume=resume,
+        transfer_from=transfer,
+        callback=_progress(training.epochs),
+    )
+    path = save_checkpoint(checkpoint, args.output)
+    last = checkpoint.record["epochs"][-1] if checkpoint.record.get("epochs") else {}
+    print(f"checkpoint: {path} ({checkpoint.epochs_done} epochs, last loss {last.get('loss')})")
+    if last.get("val_dice"):
+        print("validation Dice: " + ", ".join(f"{k} {v:.3f}" for k, v in last["val_dice"].items()))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from napari_numsnet import pipeline
+    from napari_numsnet.engine.checkpoint import load_checkpoint
+
+    checkpoint = load_checkpoint(args.checkpoint)
+    config = PredictConfig(
+        direction=args.direction, batch_size=args.batch_size, device=args.device
+    )
+    results = pipeline.predict_files(
+        checkpoint,
+        args.input,
+        args.output,
+        config,
+        stack_axis=args.stack_axis,
+        probabilities=args.probabilities,
+        overwrite=args.overwrite,
+    )
+    for src, dst in results:
+        print(f"{src} -> {dst}")
+    return 0
+
+
+def cmd_pseudolabel(args: argparse.Namespace) -> int:
+    from napari_numsnet.io.labels import write_labels
+    from napari_numsnet.pseudolabel import KMeansConfig, kmeans_pseudolabels
+
+    volume = _read_stack(args.image, args.stack_axis)
+    result = kmeans_pseudolabels(volume.data, KMeansConfig(k=args.k))
+    for note in result.notes:
+        print(f"note: {note}")
+    path = write_labels(args.output, result.labels, volume.meta)
+    counts = np.bincount(result.labels.ravel(), minlength=args.k + 1)
+    print(f"pseudo-labels: {path}; voxels per class {counts.tolist()}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from napari_numsnet import pipeline
+    from napari_numsnet.io.classes import ClassTable, load_class_table
+    from napari_numsnet.io.labels import read_labels
+    from napari_numsnet.io.volume import read_volume
+
+    reference_volume = read_volume(args.reference, stack_axis=args.stack_axis)
+    reference = read_labels(args.reference, like=reference_volume.meta)
+    predicted = read_labels(args.prediction, like=reference_volume.meta)
+    if args.classes:
+        classes = load_class_table(args.classes)
+    else:
+        classes = ClassTable.default(int(max(reference.max(), predicted.max())) + 1)
+    scores = pipeline.evaluate(predicted, reference, classes, _parse_slices(args.slices))
+    print(_score_table(scores))
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from napari_numsnet.models import list_models
+
+    print(f"{'name':<11}{'model':<11}{'parameters':>12}  description")
+    for spec, count in list_models(args.in_channels, args.num_classes):
+        print(f"{spec.name:<11}{spec.title:<11}{count:>12,}  {spec.description}")
+    print(f"(parameters as Keras counts them, for {args.num_classes} classes)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="numsnet", description="Few-shot segmentation of 3D medical image stacks."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    presets = sorted(PRESETS)
+
+    p = sub.add_parser("demo", help="the few-shot loop on the shipped CT sample")
+    p.add_argument("--model", default="numsnet")
+    p.add_argument("--preset", choices=presets, help="default: paper on a GPU, fast on CPU")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--fraction", type=float, default=0.10, help="slices annotated (0.10)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output", default="numsnet-demo", help="folder for the results")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("train", help="train on the annotated slices of a stack")
+    p.add_argument("--image", required=True, help=".nii/.nii.gz/.tif/.npy stack")
+    p.add_argument("--labels", required=True, help="label stack of the same geometry")
+    p.add_argument("--annotated", help="annotated slices, e.g. '3,7,10-12' (default: labelled)")
+    p.add_argument("--val", help="annotated slices held out for validation")
+    p.add_argument("--classes", help="class table JSON (names and colours)")
+    p.add_argument("--num-classes", type=int, help="label values incl. background")
+    p.add_argument("--model", default="numsnet")
+    p.add_argument("--preset", choices=presets, default="paper")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--learning-rate", type=float)
+    p.add_argument("--size", type=int, help="slice side for the network (0 = native)")
+    p.add_argument("--resume", help="checkpoint to continue training")
+    p.add_argument("--transfer", help="checkpoint to reuse all layers but the head")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--stack-axis", type=int)
+    p.add_argument("--output", required=True, help="checkpoint to write (*.numsnet.pt)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("predict", help="segment a stack, a folder or a list of stacks")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--input", required=True, nargs="+", help="files or folders")
+    p.add_argument("--output", required=True, help="file (one input) or folder")
+    p.add_argument("--direction", choices=["forward", "backward", "both"], default="forward")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--probabilities", action="store_true", help="also write probabilities")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--stack-axis", type=int)
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("pseudolabel", help="k-means pseudo-labels of a CT stack")
+    p.add_argument("--image", required=True)
+    p.add_argument("--output", required=True)
+    p.add_argument("--k", type=int, default=3)
+    p.add_argument("--stack-axis", type=int)
+    p.set_defaults(func=cmd_pseudolabel)
+
+    p = sub.add_parser("evaluate", help="Dice, IoU, precision, recall per class")
+    p.add_argument("--prediction", required=True)
+    p.add_argument("--reference", required=True)
+    p.add_argument("--classes")
+    p.add_argument("--slices", help="only these slices, e.g. '0-9,20'")
+    p.add_argument("--stack-axis", type=int)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("models", help="list the models with their parameter counts")
+    p.add_argument("--num-classes", type=int, default=3)
+    p.add_argument("--in-channels", type=int, default=1)
+    p.set_defaults(func=cmd_models)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``numsnet`` command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except NumsnetError as exc:
+        print(f"numsnet {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"numsnet {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""Random affine augmentation of image and label slices, on the tensors' own device.
+
+The NUMSnet paper trains with Keras' ImageDataGenerator: rotation, width shift, height
+shift and shear ranges 0.2, zoom range [0.8, 1]. Keras reads ``rotation_range`` in
+degrees and ``shear_range`` in degrees (recent versions), so 0.2 there would be a
+no-op; here rotation and shear are read as radians (0.2 rad, about 11.5 degrees), and
+shifts as fractions of the side, as Keras does. Zoom factors are drawn independently
+for the two axes, as Keras does; a factor below 1 magnifies.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from napari_numsnet.errors import NumsnetError
+
+
+def _check_inputs(images: torch.Tensor, labels: torch.Tensor) -> None:
+    if images.ndim != 4 or labels.ndim != 3:
+        raise NumsnetError(
+            f"Got images {tuple(images.shape)} and labels {tuple(labels.shape)}.",
+            "Pass images as (B, C, H, W) and labels as (B, H, W).",
+        )
+    if images.shape[0] != labels.shape[0] or images.shape[2:] != labels.shape[1:]:
+        raise NumsnetError(
+            f"Images {tuple(images.shape)} and labels {tuple(labels.shape)} do not match.",
+            "Give one label slice of the same size per image slice.",
+        )
+
+
+def affine_matrices(
+    n: int,
+    height: int,
+    width: int,
+    generator: torch.Generator,
+    rotation: float = 0.2,
+    shift: float = 0.2,
+    shear: float = 0.2,
+    zoom: tuple[float, float] = (0.8, 1.0),
+) -> torch.Tensor:
+    """Draw ``n`` random affine maps in the normalised coordinates of ``F.affine_grid``.
+
+    Parameters
+    ----------
+    n
+        Number of transforms.
+    height, width
+        Slice size in pixels (the maps are built in pixels so that rotations stay
+        rotations on non-square slices).
+    generator
+        Source of randomness; the draws are made on its device.
+    rotation, shear
+        Half-widths of the uniform ranges, radians.
+    shift
+        Half-width of the uniform range of shifts, fraction of the side.
+    zoom
+        ``(low, high)`` range of the scale factors of each axis; below 1 magnifies.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(n, 2, 3)`` float32 on the generator's device: output to input coordinates.
+    """
+    if min(rotation, shift, shear) < 0 or not 0 < zoom[0] <= zoom[1]:
+        raise NumsnetError(
+            f"Invalid augmentation ranges: rotation={rotation}, shift={shift}, "
+            f"shear={shear}, zoom={zoom}.",
+            "Use non-negative rotation, shift and shear, and 0 < zoom low <= zoom high.",
+        )
+    u = torch.rand(n, 6, generator=generator, device=generator.device, dtype=torch.float32)
+    angle = (2 * u[:, 0] - 1) * rotation
+    shift_x = (2 * u[:, 1] - 1) * shift
+    shift_y = (2 * u[:, 2] - 1) * shift
+    skew = (2 * u[:, 3] - 1) * shear
+    zoom_x = zoom[0] + u[:, 4] * (zoom[1] - zoom[0])
+    zoom_y = zoom[0] + u[:, 5] * (zoom[1] - zoom[0])
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    zero = torch.zeros_like(angle)
+    one = torch.ones_like(angle)
+    rot = torch.stack([cos, -sin, sin, cos], dim=1).view(n, 2, 2)
+    shr = torch.stack([one, -torch.sin(skew), zero, torch.cos(skew)], dim=1).view(n, 2, 2)
+    scl = torch.stack([zoom_x, zero, zero, zoom_y], dim=1).view(n, 2, 2)
+    pixel = rot @ shr @ scl  # (x, y) in pixels about the centre
+    half = torch.tensor([width / 2, height / 2], device=u.device, dtype=u.dtype)
+    linear = pixel * half.view(1, 1, 2) / half.view(1, 2, 1)  # S^-1 A S
+    translation = torch.stack([2 * shift_x, 2 * shift_y], dim=1).view(n, 2, 1)
+    return torch.cat([linear, translation], dim=2)
+
+
+def random_affine(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    generator: torch.Generator,
+    same_for_batch: bool = False,
+    rotation: float = 0.2,
+    shift: float = 0.2,
+    shear: float = 0.2,
+    zoom: tuple[float, float] = (0.8, 1.0),
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Apply one random rotation, shift, shear and zoom per slice (or per batch).
+
+    Parameters
+    ----------
+    images
+        ``(B, C, H, W)`` float, any device.
+    labels
+        ``(B, H, W)`` long, same device.
+    generator
+        Source of randomness; the same seed gives the same transforms.
+    same_for_batch
+        ``True``: one transform for the whole batch, so that an ordered sequence of
+        neighbouring slices stays aligned (NUMSnet). ``False``: one per slice.
+    rotation, shear
+        Half-widths of the uniform ranges, radians.
+    shift
+        Half-width of the uniform range of shifts, fraction of the side.
+    zoom
+        ``(low, high)`` range of the scale factors; below 1 magnifies.
+
+    Returns
+    -------
+    tuple[torch.Tensor, torch.Tensor]
+        Images ``(B, C, H, W)``, same dtype, bilinear, borders repeated; labels
+        ``(B, H, W)`` long, nearest, 0 (background) where the slice was moved away.
+        Labels only take values that were present in the input.
+    """
+    _check_inputs(images, labels)
+    batch, _, height, width = images.shape
+    n = 1 if same_for_batch else batch
+    theta = affine_matrices(n, height, width, generator, rotation, shift, shear, zoom)
+    theta = theta.to(images.device).expand(batch, 2, 3)
+    grid = F.affine_grid(theta, [batch, 1, height, width], align_corners=False)
+    out_images = F.grid_sample(
+        images,
+        grid.to(images.dtype),
+        mode="bilinear",
+        padding_mode="border",
+        align_corners=False,
+    )
+    out_labels = F.grid_sample(
+        labels[:, None].to(torch.float32),
+        grid,
+        mode="nearest",
+        padding_mode="zeros",
+        align_corners=False,
+    )
+    return out_images, out_labels[:, 0].round().to(torch.long)

@@ -1,0 +1,118 @@
+"""Choosing and describing the compute device, mixed precision and seeding."""
+
+from __future__ import annotations
+
+import platform
+import random
+
+import numpy as np
+import torch
+
+from napari_numsnet.errors import NumsnetError
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+def available_devices() -> list[str]:
+    """Device strings usable here, e.g. ``["cuda:0", "cpu"]``, best first."""
+    devices = [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if _mps_available():
+        devices.append("mps")
+    devices.append("cpu")
+    return devices
+
+
+def select_device(requested: str = "auto") -> torch.device:
+    """Return the torch device to compute on.
+
+    Parameters
+    ----------
+    requested
+        ``"auto"``: CUDA if available, then Apple MPS, else the CPU. Otherwise a torch
+        device string such as ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"mps"``.
+
+    Returns
+    -------
+    torch.device
+
+    Raises
+    ------
+    NumsnetError
+        If the string is no device or the device is not available here; the message
+        lists the devices that are.
+    """
+    devices = available_devices()
+    fix = f"Choose 'auto' or one of the available devices: {', '.join(devices)}."
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else devices[0])
+    try:
+        device = torch.device(requested)
+    except (RuntimeError, TypeError):
+        raise NumsnetError(f"{requested!r} is not a device name.", fix) from None
+    if device.type == "cpu":
+        return device
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count and (device.index is None or device.index < count):
+            return device
+    elif device.type == "mps" and _mps_available():
+        return device
+    raise NumsnetError(f"Device {requested!r} is not available on this machine.", fix)
+
+
+def describe_device(device: torch.device | str) -> str:
+    """One line naming the device for the user.
+
+    Examples: ``"NVIDIA H100 80GB HBM3 (79.1 GiB)"``, ``"Apple MPS"``,
+    ``"CPU (8 threads, x86_64)"``.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        props = torch.cuda.get_device_properties(index)
+        return f"{props.name} ({props.total_memory / 2**30:.1f} GiB)"
+    if device.type == "mps":
+        return "Apple MPS"
+    if device.type == "cpu":
+        details = [f"{torch.get_num_threads()} threads"]
+        if platform.processor():
+            details.append(platform.processor())
+        return f"CPU ({', '.join(details)})"
+    return str(device)
+
+
+def amp_dtype(device: torch.device | str) -> torch.dtype | None:
+    """Autocast dtype for mixed precision on ``device``, or ``None`` to train in float32.
+
+    bfloat16 on CUDA devices that support it, else float16 on CUDA; ``None`` on CPU and
+    MPS, where mixed precision brings little for these networks.
+    """
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    with torch.cuda.device(device):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's ``random``, numpy, torch and every CUDA device with ``seed``.
+
+    Parameters
+    ----------
+    seed
+        Integer in ``[0, 2**32)``.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or not 0 <= seed < 2**32:
+        raise NumsnetError(
+            f"Seed must be an integer in [0, 2**32), got {seed!r}.",
+            "Pass a non-negative integer seed.",
+        )
+    seed = int(seed)
+    random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 - the legacy global generator is what gets seeded
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
