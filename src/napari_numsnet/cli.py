@@ -102,6 +102,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     preprocess = pipeline.default_preprocess(image, preset.preprocess)
     sampling = SamplingConfig(fraction=args.fraction, seed=args.seed)
     split = pipeline.plan_slices(z, sampling)
+    if training.batch_size > len(split.train):
+        # 10% of a 30-slice sample is 3 slices: one ordered batch of all of them.
+        training = training.replace(batch_size=len(split.train))
     print(
         f"annotated ({sampling.strategy}, {sampling.fraction:.0%}): slices "
         f"{', '.join(map(str, split.train))}; validation: {', '.join(map(str, split.val))}"
