@@ -96,10 +96,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"napari-numsnet demo: the CT sample, {z} slices of {h} x {w} voxels, 3 mm, HU")
     print(f"classes: {', '.join(classes.names[1:])}")
     model_cfg = pipeline.model_for_preset(args.model, classes.num_values, preset)
+    if args.widths:
+        model_cfg = model_cfg.replace(widths=args.widths)
     training = preset.train.replace(device=args.device, seed=args.seed)
     if args.epochs:
         training = training.replace(epochs=args.epochs)
     preprocess = pipeline.default_preprocess(image, preset.preprocess)
+    if args.size is not None:
+        preprocess = preprocess.replace(size=args.size or None)
     sampling = SamplingConfig(fraction=args.fraction, seed=args.seed)
     split = pipeline.plan_slices(z, sampling)
     if training.batch_size > len(split.train):
@@ -160,14 +164,30 @@ def _parse_slices(text: str | None) -> list[int] | None:
     if not text:
         return None
     out: list[int] = []
-    for part in text.split(","):
-        part = part.strip()
-        if "-" in part:
-            a, b = part.split("-")
-            out.extend(range(int(a), int(b) + 1))
-        elif part:
-            out.append(int(part))
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if "-" in part:
+                a, b = part.split("-")
+                out.extend(range(int(a), int(b) + 1))
+            elif part:
+                out.append(int(part))
+    except ValueError:
+        raise NumsnetError(
+            f"Cannot read the slice list {text!r}.",
+            "Give slice numbers and ranges separated by commas, e.g. '3,7,10-12'.",
+        ) from None
     return out
+
+
+def _parse_widths(text: str) -> tuple[int, ...]:
+    """``'4,8,8,8,8'`` -> ``(4, 8, 8, 8, 8)``: filters per depth (advanced, for tests)."""
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of integers"
+        ) from None
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -179,12 +199,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     volume = _read_stack(args.image, args.stack_axis)
     labels = read_labels(args.labels, like=volume.meta)
     preset = get_preset(args.preset)
+    resume = load_checkpoint(args.resume) if args.resume else None
+    transfer = load_checkpoint(args.transfer) if args.transfer else None
     if args.classes:
         classes = load_class_table(args.classes)
+    elif resume is not None and not args.num_classes:
+        # Continue with the checkpoint's classes, even if this annotation lacks some.
+        classes = ClassTable.from_names(resume.class_names)
     else:
         values = args.num_classes or int(labels.max()) + 1
         classes = ClassTable.default(max(values, 2))
     model_cfg = pipeline.model_for_preset(args.model, classes.num_values, preset)
+    if args.widths:
+        model_cfg = model_cfg.replace(widths=args.widths)
     training = preset.train.replace(device=args.device, seed=args.seed)
     for key in ("epochs", "batch_size", "learning_rate"):
         if getattr(args, key) is not None:
@@ -199,8 +226,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         _parse_slices(args.val) or (),
         name=Path(args.image).name,
     )
-    resume = load_checkpoint(args.resume) if args.resume else None
-    transfer = load_checkpoint(args.transfer) if args.transfer else None
     checkpoint = pipeline.train(
         stack,
         model_cfg,
@@ -299,6 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", default="numsnet-demo", help="folder for the results")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--size", type=int, help="slice side for the network (0 = native)")
+    p.add_argument("--widths", type=_parse_widths, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("train", help="train on the annotated slices of a stack")
@@ -320,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--stack-axis", type=int)
     p.add_argument("--output", required=True, help="checkpoint to write (*.numsnet.pt)")
+    p.add_argument("--widths", type=_parse_widths, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("predict", help="segment a stack, a folder or a list of stacks")

@@ -30,6 +30,7 @@ from napari_numsnet.data.dataset import TrainingStack, validate_pair
 from napari_numsnet.data.preprocess import Preprocessor, looks_like_hounsfield
 from napari_numsnet.data.slices import SliceSplit, annotated_slices, select_slices
 from napari_numsnet.engine.checkpoint import Checkpoint, check_compatible, transfer_model
+from napari_numsnet.engine.device import seed_everything
 from napari_numsnet.engine.events import ProgressCallback, TrainState
 from napari_numsnet.engine.metrics import SegmentationMetrics
 from napari_numsnet.engine.predict import Prediction, predict_volume
@@ -133,8 +134,24 @@ def plan_slices(n_slices: int, sampling: SamplingConfig = SamplingConfig()) -> S
 def _training_stack(
     stack: AnnotatedStack, slices: np.ndarray, pre: Preprocessor, images: np.ndarray
 ) -> TrainingStack:
-    labels = pre.prepare_labels(stack.labels[slices])
+    labels = pre.prepare_labels(np.asarray(stack.labels)[slices].astype(np.int64))
     return TrainingStack(images[slices], labels, np.asarray(slices), stack.name)
+
+
+def _check_stack_shapes(stack: AnnotatedStack) -> None:
+    """Refuse a single image, or labels of another shape than the image."""
+    image, labels = np.asarray(stack.image), np.asarray(stack.labels)
+    if image.ndim != 3:
+        raise NumsnetError(
+            f"The image of {stack.name} has shape {image.shape}; a stack (Z, H, W) is needed.",
+            "Open the whole volume, not a single slice.",
+        )
+    if image.shape != labels.shape:
+        raise NumsnetError(
+            f"The image stack {stack.name} has shape {image.shape} but the labels have "
+            f"{labels.shape}.",
+            "Use labels drawn on this very image (same number of slices, rows, columns).",
+        )
 
 
 def build_training_data(
@@ -142,11 +159,21 @@ def build_training_data(
     model: ModelConfig,
     preprocess: PreprocessConfig,
 ) -> tuple[list[TrainingStack], list[TrainingStack]]:
-    """Preprocess the annotated slices of each stack into training and validation data."""
+    """Preprocess the annotated slices of each stack into training and validation data.
+
+    Only the annotated slices are read from ``labels`` (and checked against the number of
+    classes): the other slices may hold anything.
+    """
     train, val = [], []
     for stack in stacks:
-        validate_pair(stack.image, stack.labels, model.num_classes, model.exclusive)
+        _check_stack_shapes(stack)
         annotated = annotated_slices(stack.labels, stack.annotated)
+        validate_pair(
+            np.asarray(stack.image)[annotated],
+            np.asarray(stack.labels)[annotated],
+            model.num_classes,
+            model.exclusive,
+        )
         held_out = np.intersect1d(annotated, np.asarray(stack.val_slices, dtype=int))
         fit_slices = np.setdiff1d(annotated, held_out)
         if len(fit_slices) == 0:
@@ -206,6 +233,7 @@ def train(
     if not stacks:
         raise NumsnetError("No stack to train on.", "Give at least one annotated stack.")
     record, optimizer_state = {}, None
+    seed_everything(training.seed)  # the seed also fixes the initial weights
     if resume is not None:
         if classes is not None:
             exclusive = resume.model_config.exclusive
@@ -335,7 +363,7 @@ def annotate_train_predict(
     annotated = np.union1d(split.train, split.val)
     stack = AnnotatedStack(image, reference, annotated, split.val, name="stack")
     checkpoint = train(stack, model, training, preprocess, classes, callback=callback)
-    prediction = predict(checkpoint, image)
+    prediction = predict(checkpoint, image, PredictConfig(device=training.device))
     unseen = np.setdiff1d(np.arange(len(image)), split.train)
     scores = evaluate(prediction.labels, reference, classes, unseen)
     return LoopResult(checkpoint, prediction, split, unseen, scores)
@@ -391,6 +419,9 @@ def predict_files(
     single = len(files) == 1 and _is_stack(output) and not output.is_dir()
     if not single:
         output.mkdir(parents=True, exist_ok=True)
+        # An output folder that is also an input: earlier outputs are no new inputs.
+        targets = {(output / _output_name(p)).resolve() for p in files}
+        files = [p for p in files if p.resolve() not in targets]
     model = checkpoint.build_model()
     done = []
     for path in files:

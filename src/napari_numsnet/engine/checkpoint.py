@@ -63,7 +63,14 @@ class Checkpoint:
     def build_model(self) -> nn.Module:
         """The model with these weights, on the CPU, in eval mode."""
         model = create_model(self.model_config)
-        model.load_state_dict(self.state_dict)
+        try:
+            model.load_state_dict(self.state_dict)
+        except RuntimeError as exc:
+            raise NumsnetError(
+                f"The checkpoint's weights do not fit its {self.model_config.name} model "
+                f"({str(exc).splitlines()[0]}).",
+                "The file is damaged or was edited: use another checkpoint or retrain.",
+            ) from exc
         return model.eval()
 
     def to_dict(self) -> dict[str, Any]:
@@ -115,16 +122,22 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             f"{path} is not a napari-numsnet checkpoint.",
             "Give a file written by numsnet train or the plugin's export (*.numsnet.pt).",
         )
-    train = data.get("train_config")
-    return Checkpoint(
-        model_config=ModelConfig.from_dict(data["model_config"]),
-        preprocess=PreprocessConfig.from_dict(data["preprocess"]),
-        train_config=None if train is None else TrainConfig.from_dict(train),
-        class_names=list(data["class_names"]),
-        state_dict=data["state_dict"],
-        optimizer_state=data.get("optimizer_state"),
-        record=data.get("record") or {},
-    )
+    try:
+        train = data.get("train_config")
+        return Checkpoint(
+            model_config=ModelConfig.from_dict(data["model_config"]),
+            preprocess=PreprocessConfig.from_dict(data["preprocess"]),
+            train_config=None if train is None else TrainConfig.from_dict(train),
+            class_names=list(data["class_names"]),
+            state_dict=dict(data["state_dict"]),
+            optimizer_state=data.get("optimizer_state"),
+            record=data.get("record") or {},
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise NumsnetError(
+            f"The checkpoint {path} is incomplete ({type(exc).__name__}: {exc}).",
+            "The file is damaged: use another checkpoint or retrain.",
+        ) from exc
 
 
 def check_compatible(checkpoint: Checkpoint, num_classes: int) -> None:

@@ -9,6 +9,7 @@ widgets run it in a worker thread.
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import threading
 import time
@@ -159,7 +160,7 @@ def fit(
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
     ordered = bool(getattr(model, "sequential", False))
 
-    record = dict(record or {})
+    record = copy.deepcopy(record or {})  # never touch the caller's (a checkpoint's) record
     record.setdefault("epochs", [])
     record.update(
         device=describe_device(device),

@@ -1,0 +1,247 @@
+"""The ``numsnet`` command line, called in-process."""
+
+from __future__ import annotations
+
+import re
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from napari_numsnet import pipeline
+from napari_numsnet.cli import main
+from napari_numsnet.engine.checkpoint import load_checkpoint
+from napari_numsnet.io.classes import ClassTable
+from napari_numsnet.io.labels import read_labels
+from napari_numsnet.io.volume import read_volume
+
+# Parameters of the paper's networks for 3 classes (NUMSnet paper, Table I; DRSegUNet
+# thesis tables), as Keras counts them.
+PAPER_COUNTS = {
+    "unet": 7_767_523,
+    "wunet": 9_290_998,
+    "unetpp": 9_045_507,
+    "numsnet": 11_713_943,
+    "nums_all": 14_526_368,
+    "drsegunet": 6_877_011,
+}
+TINY = ["--widths", "4,8,8,8,8", "--device", "cpu"]
+# An oblique-free but non-trivial geometry: flipped first axis, 2.5 mm slices, an origin.
+AFFINE = np.array(
+    [
+        [-0.8, 0.0, 0.0, 120.0],
+        [0.0, 0.8, 0.0, -40.0],
+        [0.0, 0.0, 2.5, 300.0],
+        [0.0, 0.0, 0.0, 1.0],
+    ]
+)
+
+
+@pytest.fixture
+def nifti_pair(sample, tmp_path):
+    """The sample cropped to 48 x 48 x 12 (file order, slices last), written as NIfTI."""
+    image = np.moveaxis(sample.volume.data, 0, 2)[30:78, 20:68, 9:21]
+    labels = np.moveaxis(sample.labels, 0, 2)[30:78, 20:68, 9:21]
+    image_path, labels_path = tmp_path / "ct.nii.gz", tmp_path / "ct_labels.nii.gz"
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(image), AFFINE), image_path)
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(labels), AFFINE), labels_path)
+    return image_path, labels_path
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    status = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_models_lists_every_model_with_the_paper_counts(capsys):
+    status, out, _ = run(capsys, "models")
+    assert status == 0
+    rows = {line.split()[0]: line for line in out.splitlines()[1:-1]}
+    assert set(rows) == set(PAPER_COUNTS)
+    for name, count in PAPER_COUNTS.items():
+        assert f"{count:,}" in rows[name], rows[name]
+    assert "for 3 classes" in out
+
+
+def test_models_for_another_number_of_classes(capsys):
+    # One more class adds one 1x1 filter to the head: in_features + 1 bias.
+    _, out, _ = run(capsys, "models", "--num-classes", "4")
+    unet = next(line for line in out.splitlines() if line.startswith("unet "))
+    assert f"{PAPER_COUNTS['unet'] + 32 + 1:,}" in unet
+
+
+def test_train_predict_evaluate_round_trip(nifti_pair, tmp_path, capsys):
+    image_path, labels_path = nifti_pair
+    ckpt = tmp_path / "model.numsnet.pt"
+    status, out, err = run(
+        capsys,
+        "train",
+        "--image", image_path,
+        "--labels", labels_path,
+        "--annotated", "3,5,7",
+        "--val", "7",
+        "--num-classes", "6",
+        "--epochs", "1",
+        "--batch-size", "2",
+        "--size", "32",
+        "--output", ckpt,
+        *TINY,
+    )  # fmt: skip
+    assert status == 0, err
+    assert f"checkpoint: {ckpt} (1 epochs" in out
+    assert "validation Dice:" in out
+    checkpoint = load_checkpoint(ckpt)
+    assert checkpoint.model_config.widths == (4, 8, 8, 8, 8)
+    assert checkpoint.model_config.num_classes == 6
+    assert checkpoint.preprocess.size == 32
+    assert checkpoint.preprocess.window == pipeline.CT_WINDOW
+    assert checkpoint.record["annotated"] == {"ct.nii.gz": [3, 5]}
+
+    prediction = tmp_path / "ct_pred.nii.gz"
+    status, out, err = run(
+        capsys, "predict", "--checkpoint", ckpt, "--input", image_path, "--output", prediction,
+        "--device", "cpu", "--batch-size", "3",
+    )  # fmt: skip
+    assert status == 0, err
+    assert f"{image_path} -> {prediction}" in out
+    written, source = nib.load(prediction), nib.load(image_path)
+    np.testing.assert_allclose(written.affine, source.affine)
+    assert written.shape == source.shape == (48, 48, 12)
+    assert np.issubdtype(written.get_data_dtype(), np.integer)
+    labels = np.asarray(written.dataobj)
+    assert labels.min() >= 0 and labels.max() <= 5
+
+    status, out, err = run(
+        capsys, "evaluate", "--prediction", prediction, "--reference", labels_path,
+        "--slices", "0-2,8", "--classes", tmp_path / "missing.json",
+    )  # fmt: skip
+    assert status == 2 and "No class table" in err
+    status, out, err = run(
+        capsys, "evaluate", "--prediction", prediction, "--reference", labels_path,
+        "--slices", "0-2,8",
+    )  # fmt: skip
+    assert status == 0, err
+    meta = read_volume(labels_path).meta
+    reference = read_labels(labels_path, like=meta)
+    predicted = read_labels(prediction, like=meta)
+    values = int(max(reference.max(), predicted.max())) + 1
+    expected = pipeline.evaluate(predicted, reference, ClassTable.default(values), [0, 1, 2, 8])
+    printed = {
+        m.group(1): float(m.group(2))
+        for m in re.finditer(r"^  (class \d)\s+(-?[\d.]+|nan)", out, flags=re.M)
+    }
+    assert printed.keys() == expected.keys()
+    for name, scores in expected.items():
+        if np.isnan(scores["dice"]):
+            assert np.isnan(printed[name])
+        else:
+            assert printed[name] == pytest.approx(scores["dice"], abs=5e-4)
+
+
+def test_pseudolabel_writes_a_label_file(sample, tmp_path, capsys):
+    target = tmp_path / "pseudo.nii.gz"
+    status, out, err = run(capsys, "pseudolabel", "--image", sample.path, "--output", target)
+    assert status == 0, err
+    assert f"pseudo-labels: {target}" in out
+    labels = read_labels(target, like=sample.volume.meta)
+    assert labels.shape == sample.volume.data.shape
+    assert set(np.unique(labels)) <= {0, 1, 2, 3}
+    assert labels.any()
+    np.testing.assert_allclose(nib.load(target).affine, nib.load(sample.path).affine)
+
+
+def test_demo_prints_dice_per_class_and_writes_the_prediction(sample, tmp_path, capsys):
+    status, out, err = run(
+        capsys, "demo", "--epochs", "1", "--size", "32", "--output", tmp_path, "--quiet", *TINY
+    )
+    assert status == 0, err
+    assert "Dice on the 27 slices it did not train on" in out
+    for name in sample.classes.names[1:]:
+        line = re.search(rf"^  {name}\s+(.*)$", out, flags=re.M)
+        assert line, name
+        cells = line.group(1).split()
+        assert len(cells) == 4  # Dice, IoU, precision, recall
+        assert all(c == "nan" or 0.0 <= float(c) <= 1.0 for c in cells)
+    assert "widths (4, 8, 8, 8, 8)" in out and "32 px" in out
+    written = tmp_path / "ct_sample_prediction.nii.gz"
+    labels = read_labels(written, like=sample.volume.meta)
+    assert labels.shape == sample.volume.data.shape
+    np.testing.assert_allclose(nib.load(written).affine, nib.load(sample.path).affine)
+    assert load_checkpoint(tmp_path / "ct_sample.numsnet.pt").epochs_done == 1
+
+
+def test_missing_checkpoint_exits_2(nifti_pair, tmp_path, capsys):
+    image_path, _ = nifti_pair
+    status, _, err = run(
+        capsys, "predict", "--checkpoint", tmp_path / "none.numsnet.pt",
+        "--input", image_path, "--output", tmp_path / "out.nii.gz",
+    )  # fmt: skip
+    assert status == 2
+    assert err.startswith("numsnet predict: error: No checkpoint")
+    assert not (tmp_path / "out.nii.gz").exists()
+
+
+def test_damaged_checkpoint_exits_2(nifti_pair, tmp_path, capsys):
+    image_path, _ = nifti_pair
+    bad = tmp_path / "bad.numsnet.pt"
+    bad.write_bytes(b"\x00\x01garbage" * 100)
+    status, _, err = run(
+        capsys, "predict", "--checkpoint", bad, "--input", image_path,
+        "--output", tmp_path / "out.nii.gz",
+    )  # fmt: skip
+    assert status == 2
+    assert "damaged" in err
+
+
+def test_missing_image_exits_2(tmp_path, capsys):
+    status, _, err = run(
+        capsys, "train", "--image", tmp_path / "nope.nii.gz", "--labels", tmp_path / "l.nii.gz",
+        "--output", tmp_path / "m.numsnet.pt",
+    )  # fmt: skip
+    assert status == 2
+    assert "numsnet train: error: No file at" in err and "nope.nii.gz" in err
+
+
+def test_unreadable_slice_list_exits_2(nifti_pair, tmp_path, capsys):
+    image_path, labels_path = nifti_pair
+    status, _, err = run(
+        capsys, "train", "--image", image_path, "--labels", labels_path,
+        "--annotated", "three", "--output", tmp_path / "m.numsnet.pt", *TINY,
+    )  # fmt: skip
+    assert status == 2
+    assert "slice list" in err and "3,7,10-12" in err
+
+
+def test_bad_widths_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["demo", "--widths", "4,x"])
+    assert info.value.code == 2
+    assert "comma-separated" in capsys.readouterr().err
+
+
+def test_train_resume_keeps_the_checkpoint_classes(nifti_pair, tmp_path, capsys):
+    image_path, labels_path = nifti_pair
+    first, second = tmp_path / "first.numsnet.pt", tmp_path / "second.numsnet.pt"
+    common = ["--image", image_path, "--labels", labels_path, "--epochs", "1", "--size", "32"]
+    common += ["--batch-size", "2"]
+    status, _, err = run(
+        capsys, "train", *common, "--annotated", "8,9", "--num-classes", "6",
+        "--output", first, *TINY,
+    )  # fmt: skip
+    assert status == 0, err
+    # A new annotation without lungs and vertebrae (4, 5): the checkpoint's six classes stay.
+    partial = np.asarray(nib.load(labels_path).dataobj).copy()
+    partial[partial > 3] = 0
+    partial_path = tmp_path / "partial_labels.nii.gz"
+    nib.save(nib.Nifti1Image(partial, AFFINE), partial_path)
+    common[3] = str(partial_path)
+    status, _, err = run(
+        capsys, "train", *common, "--annotated", "0,1", "--resume", first, "--output", second,
+        "--device", "cpu",
+    )  # fmt: skip
+    assert status == 0, err
+    resumed = load_checkpoint(second)
+    assert resumed.epochs_done == 2
+    assert resumed.class_names == load_checkpoint(first).class_names
+    assert len(resumed.class_names) == 6
