@@ -45,7 +45,7 @@ def test_parameter_count_matches_paper(name):
 
 
 def test_registry_covers_every_paper_model():
-    assert set(MODELS) == set(PAPER_COUNTS)
+    assert set(PAPER_COUNTS) <= set(MODELS)
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -55,7 +55,10 @@ def test_forward_shape_and_backward(name, shape):
     x = torch.randn(shape)
     out = model(x)
     assert out.logits.shape == (shape[0], 3, *shape[2:])
-    out.logits.square().mean().backward()
+    loss = out.logits.square().mean() + sum(h.square().mean() for h in out.heads or ())
+    if out.presence is not None:
+        loss = loss + out.presence.square().mean()
+    loss.backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert all(g is not None for g in grads)
     assert sum(float(g.abs().sum()) for g in grads) > 0

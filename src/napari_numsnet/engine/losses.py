@@ -260,3 +260,35 @@ def get_loss(name: str) -> LossFn:
         raise NumsnetError(
             f"Unknown loss {name!r}.", f"Choose one of: {', '.join(sorted(_LOSSES))}."
         ) from None
+
+
+def labels_at(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Nearest-neighbour down-sampling of ``labels`` ``(B, H, W)`` to ``size`` ``(h, w)``."""
+    if tuple(labels.shape[-2:]) == tuple(size):
+        return labels
+    small = F.interpolate(labels[:, None].float(), size=size, mode="nearest")
+    return small[:, 0].long()
+
+
+def presence_targets(labels: torch.Tensor, num_classes: int, exclusive: bool) -> torch.Tensor:
+    """``(B, C)`` float: 1 where the class of channel c occurs in the slice."""
+    values = torch.arange(num_classes, device=labels.device) + (0 if exclusive else 1)
+    return (labels.flatten(1)[:, None, :] == values[None, :, None]).any(-1).float()
+
+
+def supervised_loss(
+    loss_fn: LossFn, output, labels: torch.Tensor, exclusive: bool
+) -> torch.Tensor:
+    """The loss of a model output, deep supervision and classification guidance included.
+
+    The loss is averaged over every head (each against labels at its own size); a
+    presence output (classification-guided module) adds its binary cross-entropy.
+    """
+    heads = output.heads if output.heads is not None else (output.logits,)
+    loss = sum(loss_fn(h, labels_at(labels, h.shape[-2:]), exclusive) for h in heads)
+    loss = loss / len(heads)
+    if output.presence is not None:
+        with _no_autocast(output.presence):
+            target = presence_targets(labels, output.presence.shape[1], exclusive)
+            loss = loss + F.binary_cross_entropy_with_logits(output.presence.float(), target)
+    return loss

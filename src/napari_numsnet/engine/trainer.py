@@ -26,7 +26,7 @@ from napari_numsnet.data.augment import random_affine
 from napari_numsnet.data.dataset import TrainingStack, count_batches, iter_batches
 from napari_numsnet.engine.device import amp_dtype, describe_device, seed_everything, select_device
 from napari_numsnet.engine.events import ProgressCallback, TrainEvent, TrainState
-from napari_numsnet.engine.losses import get_loss
+from napari_numsnet.engine.losses import get_loss, supervised_loss
 from napari_numsnet.engine.metrics import SegmentationMetrics, num_label_values
 from napari_numsnet.engine.predict import predict_stack, probabilities_to_labels
 from napari_numsnet.errors import NumsnetError
@@ -199,8 +199,7 @@ def fit(
             )
             with autocast:
                 out = model(images, carry if use_carry else None)
-                heads = out.heads if out.heads is not None else (out.logits,)
-                loss = sum(loss_fn(h, labels, cfg.exclusive) for h in heads) / len(heads)
+                loss = supervised_loss(loss_fn, out, labels, cfg.exclusive)
             if not math.isfinite(float(loss.detach())):
                 raise NumsnetError(
                     f"The training loss became {float(loss.detach())} at epoch {epoch}.",

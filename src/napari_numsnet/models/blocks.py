@@ -26,13 +26,18 @@ class SegmentationOutput(NamedTuple):
         For the NUMSnet family, the features of the last slice of the batch that the next
         batch of the same ordered sequence continues from; ``None`` for other models.
     heads
-        With deep supervision, the logits of every head ``(B, C, H, W)`` each, deepest
-        supervision first; ``None`` otherwise.
+        With deep supervision, the logits of every head ``(B, C, h, w)``, in training
+        mode; a head may be smaller than the input (compare it with down-sampled labels).
+        ``None`` otherwise.
+    presence
+        ``(B, C)`` logits of "class present in the slice" from a classification-guided
+        module (UNet#), trained with binary cross-entropy; ``None`` otherwise.
     """
 
     logits: Tensor
     carry: Carry | None = None
     heads: tuple[Tensor, ...] | None = None
+    presence: Tensor | None = None
 
 
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:

@@ -12,6 +12,7 @@ from napari_numsnet.errors import NumsnetError
 from napari_numsnet.models.blocks import keras_parameter_count
 from napari_numsnet.models.drsegunet import DRSegUNet
 from napari_numsnet.models.nested import NESTED_NODES, UNET_NODES, UNETPP_NODES, NestedUNet
+from napari_numsnet.models.unetsharp import UNetSharp
 
 UNET_WIDTHS = (32, 64, 128, 256, 512)
 WIDE_WIDTHS = (35, 70, 140, 280, 560)
@@ -97,6 +98,14 @@ MODELS: dict[str, ModelSpec] = {
             False,
             lambda cfg, w: DRSegUNet(cfg.in_channels, cfg.num_classes, w),
         ),
+        ModelSpec(
+            "unetsharp",
+            "UNet#",
+            "UNet-sharp: dense + full-scale skips, 8 heads, pruning, classification guide",
+            UNET_WIDTHS,
+            False,
+            lambda cfg, w: UNetSharp(cfg.in_channels, cfg.num_classes, w, cfg.exclusive),
+        ),
     )
 }
 
@@ -104,6 +113,7 @@ MODELS: dict[str, ModelSpec] = {
 def get_spec(name: str) -> ModelSpec:
     """Return the registry entry for ``name`` (case and '-', '+' tolerant)."""
     key = name.lower().replace("-", "_").replace("++", "pp").replace("+", "p")
+    key = key.replace("#", "sharp")
     if key not in MODELS:
         raise NumsnetError(f"Unknown model {name!r}.", f"Choose one of: {', '.join(MODELS)}.")
     return MODELS[key]
