@@ -226,6 +226,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         _parse_slices(args.val) or (),
         name=Path(args.image).name,
     )
+    if args.cascade:
+        return _train_cascade(args, stack, model_cfg, training, preprocess, classes, preset)
     checkpoint = pipeline.train(
         stack,
         model_cfg,
@@ -244,11 +246,38 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_cascade(args, stack, inner_cfg, training, preprocess, classes, preset) -> int:
+    from napari_numsnet import pipeline
+    from napari_numsnet.cascade import save_cascade, train_cascade
+
+    if args.resume or args.transfer:
+        raise NumsnetError(
+            "--cascade cannot be combined with --resume or --transfer.",
+            "Train the cascade from scratch.",
+        )
+    region_cfg = pipeline.model_for_preset(args.cascade, 2, preset)
+    if args.widths:
+        region_cfg = region_cfg.replace(widths=args.widths)
+    cascade = train_cascade(
+        stack,
+        region_cfg,
+        inner_cfg,
+        training,
+        preprocess,
+        classes,
+        region_values=_parse_slices(args.region_values),
+        callback=_progress(training.epochs),
+    )
+    path = save_cascade(cascade, args.output)
+    print(f"cascade: {path} (region: {region_cfg.name}, inside: {inner_cfg.name})")
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from napari_numsnet import pipeline
-    from napari_numsnet.engine.checkpoint import load_checkpoint
+    from napari_numsnet.cascade import load_predictor
 
-    checkpoint = load_checkpoint(args.checkpoint)
+    checkpoint = load_predictor(args.checkpoint)
     config = PredictConfig(
         direction=args.direction, batch_size=args.batch_size, device=args.device
     )
@@ -343,6 +372,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, help="slice side for the network (0 = native)")
     p.add_argument("--resume", help="checkpoint to continue training")
     p.add_argument("--transfer", help="checkpoint to reuse all layers but the head")
+    p.add_argument(
+        "--cascade",
+        metavar="REGION_MODEL",
+        help="CHS-Net cascade: this model segments the region, --model the classes inside it",
+    )
+    p.add_argument("--region-values", help="label values forming the region (default: all)")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--stack-axis", type=int)

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -400,7 +401,7 @@ def _output_name(path: Path) -> str:
 
 
 def predict_files(
-    checkpoint: Checkpoint,
+    checkpoint: Checkpoint | Any,
     inputs: Sequence[str | Path],
     output: str | Path,
     config: PredictConfig = PredictConfig(),
@@ -413,6 +414,8 @@ def predict_files(
     With one input file, ``output`` may be the output file; otherwise it is a folder
     receiving ``<name>_labels.<ext>``. Existing outputs are skipped unless ``overwrite``
     (so an interrupted run can be restarted). Every file is written atomically.
+    ``checkpoint`` may also be a predictor with ``predict(image, config, probabilities)``,
+    such as a :class:`~napari_numsnet.cascade.Cascade`.
     """
     files = _stack_files(inputs)
     output = Path(output)
@@ -422,7 +425,18 @@ def predict_files(
         # An output folder that is also an input: earlier outputs are no new inputs.
         targets = {(output / _output_name(p)).resolve() for p in files}
         files = [p for p in files if p.resolve() not in targets]
-    model = checkpoint.build_model()
+    if isinstance(checkpoint, Checkpoint):
+        model = checkpoint.build_model()
+
+        def run(image: np.ndarray) -> Prediction:
+            return predict_volume(
+                model, image, checkpoint.preprocess, config, return_probabilities=probabilities
+            )
+    else:
+
+        def run(image: np.ndarray) -> Prediction:
+            return checkpoint.predict(image, config, probabilities=probabilities)
+
     done = []
     for path in files:
         target = output if single else output / _output_name(path)
@@ -430,9 +444,7 @@ def predict_files(
             done.append((path, target))
             continue
         volume = read_volume(path, stack_axis=stack_axis)
-        result = predict_volume(
-            model, volume.data, checkpoint.preprocess, config, return_probabilities=probabilities
-        )
+        result = run(volume.data)
         write_labels(target, result.labels, volume.meta)
         if probabilities and result.probabilities is not None:
             with atomic_path(

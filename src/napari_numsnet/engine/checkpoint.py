@@ -96,13 +96,13 @@ def save_checkpoint(checkpoint: Checkpoint, path: str | Path) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Read a checkpoint written by :func:`save_checkpoint`.
+def read_checkpoint_file(path: str | Path) -> dict[str, Any]:
+    """The raw contents of a file written by ``torch.save``, with clear errors.
 
     Raises
     ------
     NumsnetError
-        The file is missing, is not a napari-numsnet checkpoint, or is damaged.
+        The file is missing or cannot be read.
     """
     path = Path(path)
     if not path.is_file():
@@ -117,7 +117,17 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             f"The checkpoint {path} cannot be read ({type(exc).__name__}: {exc}).",
             "The file is damaged or not a checkpoint: use another checkpoint or retrain.",
         ) from exc
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
+    if not isinstance(data, dict):
+        raise NumsnetError(
+            f"{path} is not a napari-numsnet checkpoint.",
+            "Give a file written by numsnet train or the plugin's export (*.numsnet.pt).",
+        )
+    return data
+
+
+def checkpoint_from_dict(data: dict[str, Any], path: str | Path = "checkpoint") -> Checkpoint:
+    """Rebuild a :class:`Checkpoint` from :meth:`Checkpoint.to_dict` output."""
+    if data.get("format") != FORMAT:
         raise NumsnetError(
             f"{path} is not a napari-numsnet checkpoint.",
             "Give a file written by numsnet train or the plugin's export (*.numsnet.pt).",
@@ -138,6 +148,17 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             f"The checkpoint {path} is incomplete ({type(exc).__name__}: {exc}).",
             "The file is damaged: use another checkpoint or retrain.",
         ) from exc
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Read a checkpoint written by :func:`save_checkpoint`.
+
+    Raises
+    ------
+    NumsnetError
+        The file is missing, is not a napari-numsnet checkpoint, or is damaged.
+    """
+    return checkpoint_from_dict(read_checkpoint_file(path), path)
 
 
 def check_compatible(checkpoint: Checkpoint, num_classes: int) -> None:

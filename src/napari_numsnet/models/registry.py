@@ -12,11 +12,14 @@ from napari_numsnet.errors import NumsnetError
 from napari_numsnet.models.blocks import keras_parameter_count
 from napari_numsnet.models.drsegunet import DRSegUNet
 from napari_numsnet.models.nested import NESTED_NODES, UNET_NODES, UNETPP_NODES, NestedUNet
+from napari_numsnet.models.raiunet import RAIUNet
 from napari_numsnet.models.unetsharp import UNetSharp
 
 UNET_WIDTHS = (32, 64, 128, 256, 512)
 WIDE_WIDTHS = (35, 70, 140, 280, 560)
 DRSEG_WIDTHS = (16, 32, 64, 128, 256)
+# CHS-Net gives no widths; these give 4.3M parameters, the paper's "4.2M" per RAIU-Net.
+RAIU_WIDTHS = (20, 40, 80, 160, 320)
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,14 @@ MODELS: dict[str, ModelSpec] = {
             UNET_WIDTHS,
             False,
             lambda cfg, w: UNetSharp(cfg.in_channels, cfg.num_classes, w, cfg.exclusive),
+        ),
+        ModelSpec(
+            "raiunet",
+            "RAIU-Net",
+            "CHS-Net's residual attention inception U-Net (spectral pooling, SSD attention)",
+            RAIU_WIDTHS,
+            False,
+            lambda cfg, w: RAIUNet(cfg.in_channels, cfg.num_classes, w),
         ),
     )
 }
