@@ -197,8 +197,12 @@ def test_events_and_levels_are_reported_in_order(run):
 
 # ---------------------------------------------------------------- the frozen layers
 
+#: The models of the NUMSnet paper and the DRSegUNet thesis, whose first two layers are
+#: a convolution and its BatchNorm.
+PAPER_MODELS = ["drsegunet", "nums_all", "numsnet", "unet", "unetpp", "wunet"]
 
-@pytest.mark.parametrize("name", sorted(MODELS))
+
+@pytest.mark.parametrize("name", PAPER_MODELS)
 def test_first_weighted_layers_are_the_first_the_input_meets(name):
     model = create_model(ModelConfig(name, num_classes=3, widths=(4, 4, 4, 4, 4))).eval()
     layers = weighted_layers(model)
@@ -214,6 +218,17 @@ def test_first_weighted_layers_are_the_first_the_input_meets(name):
         ["stem.body.0", "stem.body.1"] if name == "drsegunet" else ["encoders.0.0", "encoders.0.2"]
     )
     assert [layers[0][0], layers[1][0]] == expected
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_model_freezes_the_layers_the_input_meets_first(name):
+    model = create_model(ModelConfig(name, num_classes=3, widths=(4, 4, 4, 4, 4)))
+    first = weighted_layers(model)[0][1]
+    assert getattr(first, "in_channels", None) == 1
+    frozen = freeze_first_layers(model, 2)
+    assert all(
+        not p.requires_grad for n, p in model.named_parameters() if n.rsplit(".", 1)[0] in frozen
+    )
 
 
 def test_frozen_layers_stay_bit_identical_through_fit_unetpp():

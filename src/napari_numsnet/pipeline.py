@@ -36,6 +36,7 @@ from napari_numsnet.engine.events import ProgressCallback, TrainState
 from napari_numsnet.engine.metrics import SegmentationMetrics
 from napari_numsnet.engine.predict import Prediction, predict_volume
 from napari_numsnet.engine.trainer import fit
+from napari_numsnet.engine.volumetric import VolumeSample
 from napari_numsnet.errors import NumsnetError
 from napari_numsnet.io.atomic import atomic_path
 from napari_numsnet.io.classes import ClassTable, load_class_table
@@ -139,6 +140,13 @@ def _training_stack(
     return TrainingStack(images[slices], labels, np.asarray(slices), stack.name)
 
 
+def _slices_of(data: TrainingStack | VolumeSample) -> np.ndarray:
+    """The stack's slice indices that the training data holds."""
+    if isinstance(data, VolumeSample):
+        return np.flatnonzero(data.annotated)
+    return data.slice_index
+
+
 def _check_stack_shapes(stack: AnnotatedStack) -> None:
     """Refuse a single image, or labels of another shape than the image."""
     image, labels = np.asarray(stack.image), np.asarray(stack.labels)
@@ -155,16 +163,30 @@ def _check_stack_shapes(stack: AnnotatedStack) -> None:
         )
 
 
+def _volume_sample(
+    stack: AnnotatedStack, slices: np.ndarray, pre: Preprocessor, images: np.ndarray
+) -> VolumeSample:
+    """The whole stack for a 3D model; labels only on ``slices``, which alone count."""
+    annotated = np.zeros(len(images), dtype=bool)
+    annotated[slices] = True
+    labels = np.zeros(images.shape, dtype=np.int64)
+    labels[slices] = pre.prepare_labels(np.asarray(stack.labels)[slices].astype(np.int64))
+    return VolumeSample(images, labels, annotated, stack.name)
+
+
 def build_training_data(
     stacks: Sequence[AnnotatedStack],
     model: ModelConfig,
     preprocess: PreprocessConfig,
-) -> tuple[list[TrainingStack], list[TrainingStack]]:
+    volumetric: bool = False,
+) -> tuple[list[TrainingStack | VolumeSample], list[TrainingStack | VolumeSample]]:
     """Preprocess the annotated slices of each stack into training and validation data.
 
     Only the annotated slices are read from ``labels`` (and checked against the number of
-    classes): the other slices may hold anything.
+    classes): the other slices may hold anything. For a ``volumetric`` (3D) model each
+    stack is kept whole, with a mask of the slices that count.
     """
+    make = _volume_sample if volumetric else _training_stack
     train, val = [], []
     for stack in stacks:
         _check_stack_shapes(stack)
@@ -184,9 +206,9 @@ def build_training_data(
             )
         pre = Preprocessor(preprocess)
         images = pre.prepare(stack.image)
-        train.append(_training_stack(stack, fit_slices, pre, images))
+        train.append(make(stack, fit_slices, pre, images))
         if len(held_out):
-            val.append(_training_stack(stack, held_out, pre, images))
+            val.append(make(stack, held_out, pre, images))
     return train, val
 
 
@@ -261,7 +283,8 @@ def train(
             f"predicts {values}.",
             "Make the class table and the model's number of classes agree.",
         )
-    train_data, val_data = build_training_data(stacks, model, preprocess)
+    volumetric = bool(getattr(net, "volumetric", False))
+    train_data, val_data = build_training_data(stacks, model, preprocess, volumetric)
     result = fit(
         net,
         train_data,
@@ -274,7 +297,7 @@ def train(
         record=record,
     )
     result.record["annotated"] = {
-        s.name: [int(i) for i in t.slice_index] for s, t in zip(stacks, train_data, strict=True)
+        s.name: [int(i) for i in _slices_of(t)] for s, t in zip(stacks, train_data, strict=True)
     }
     return Checkpoint.from_model(
         result.model,

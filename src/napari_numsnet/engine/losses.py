@@ -17,7 +17,7 @@ counts.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -262,12 +262,13 @@ def get_loss(name: str) -> LossFn:
         ) from None
 
 
-def labels_at(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Nearest-neighbour down-sampling of ``labels`` ``(B, H, W)`` to ``size`` ``(h, w)``."""
-    if tuple(labels.shape[-2:]) == tuple(size):
+def labels_at(labels: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Nearest-neighbour down-sampling of ``labels`` ``(B, *spatial)`` to ``size``."""
+    size = tuple(int(v) for v in size)
+    if tuple(labels.shape[1:]) == size:
         return labels
     small = F.interpolate(labels[:, None].float(), size=size, mode="nearest")
-    return small[:, 0].long()
+    return small[:, 0].to(labels.dtype)
 
 
 def presence_targets(labels: torch.Tensor, num_classes: int, exclusive: bool) -> torch.Tensor:
@@ -277,16 +278,25 @@ def presence_targets(labels: torch.Tensor, num_classes: int, exclusive: bool) ->
 
 
 def supervised_loss(
-    loss_fn: LossFn, output, labels: torch.Tensor, exclusive: bool
+    loss_fn: LossFn,
+    output,
+    labels: torch.Tensor,
+    exclusive: bool,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The loss of a model output, deep supervision and classification guidance included.
 
-    The loss is averaged over every head (each against labels at its own size); a
-    presence output (classification-guided module) adds its binary cross-entropy.
+    The loss is averaged over every head, each against labels (and ``mask``) at its own
+    size; a presence output (classification-guided module) adds its binary
+    cross-entropy. ``mask`` ``(B, *spatial)`` marks the pixels or voxels that count.
     """
     heads = output.heads if output.heads is not None else (output.logits,)
-    loss = sum(loss_fn(h, labels_at(labels, h.shape[-2:]), exclusive) for h in heads)
-    loss = loss / len(heads)
+    total = 0.0
+    for head in heads:
+        size = head.shape[2:]
+        head_mask = None if mask is None else labels_at(mask.to(torch.uint8), size) > 0
+        total = total + loss_fn(head, labels_at(labels, size), exclusive, head_mask)
+    loss = total / len(heads)
     if output.presence is not None:
         with _no_autocast(output.presence):
             target = presence_targets(labels, output.presence.shape[1], exclusive)

@@ -86,6 +86,10 @@ def predict_stack(
     if config.batch_size < 1:
         raise NumsnetError(f"batch_size must be >= 1; got {config.batch_size}.", "Use 1 or more.")
     device = device or select_device(config.device)
+    if getattr(model, "volumetric", False):
+        from napari_numsnet.engine.volumetric import predict_volumetric
+
+        return predict_volumetric(model, images, device)
     was_training = model.training
     model = model.to(device).eval()
     x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))[:, None]

@@ -29,6 +29,12 @@ from napari_numsnet.engine.events import ProgressCallback, TrainEvent, TrainStat
 from napari_numsnet.engine.losses import get_loss, supervised_loss
 from napari_numsnet.engine.metrics import SegmentationMetrics, num_label_values
 from napari_numsnet.engine.predict import predict_stack, probabilities_to_labels
+from napari_numsnet.engine.volumetric import (
+    VolumeSample,
+    count_subvolume_batches,
+    iter_subvolumes,
+    window_depth,
+)
 from napari_numsnet.errors import NumsnetError
 
 
@@ -67,7 +73,7 @@ def label_names(names: Sequence[str] | None, num_classes: int, exclusive: bool) 
 
 def check_training_data(stacks: Sequence[TrainingStack], batch_size: int) -> int:
     """Count the annotated slices, refusing too few for one batch."""
-    n = sum(len(s.images) for s in stacks)
+    n = sum(len(s) for s in stacks)
     if n == 0:
         raise NumsnetError(
             "There is no annotated slice to train on.",
@@ -97,7 +103,11 @@ def evaluate_stacks(
     metrics = SegmentationMetrics(num_label_values(cfg.num_classes, cfg.exclusive), names)
     for stack in stacks:
         prob = predict_stack(model, stack.images, PredictConfig(batch_size=8), device=device)
-        metrics.update(probabilities_to_labels(prob, cfg.exclusive), stack.labels)
+        predicted = probabilities_to_labels(prob, cfg.exclusive)
+        if isinstance(stack, VolumeSample):  # whole stack predicted, scored where annotated
+            metrics.update(predicted[stack.annotated], stack.labels[stack.annotated])
+        else:
+            metrics.update(predicted, stack.labels)
     return {
         name: values["dice"]
         for name, values in metrics.summary().items()
@@ -124,7 +134,8 @@ def fit(
         A registry model (``model.config`` and ``model.sequential`` set).
     train_stacks
         Annotated slices per stack, preprocessed, in ascending slice order. Only these
-        slices enter the loss.
+        slices enter the loss. For a volumetric (3D) model, whole stacks as
+        :class:`~napari_numsnet.engine.volumetric.VolumeSample` with their annotated slices.
     config
         Epochs (run by this call), batch size, learning rate, loss, augmentation, device.
     val_stacks
@@ -170,7 +181,12 @@ def fit(
         class_names=names,
     )
     first_epoch = int(record.get("epochs_done", 0)) + 1
-    steps_per_epoch = count_batches(train_stacks, config.batch_size, ordered)
+    volumetric = bool(getattr(model, "volumetric", False))
+    if volumetric:
+        depth = window_depth(model, max(len(s.images) for s in train_stacks))
+        steps_per_epoch = count_subvolume_batches(train_stacks, config.batch_size)
+    else:
+        steps_per_epoch = count_batches(train_stacks, config.batch_size, ordered)
     total = steps_per_epoch * config.epochs
     emit = callback or (lambda event: None)
     stop = stop_event or threading.Event()
@@ -183,14 +199,21 @@ def fit(
         losses: list[float] = []
         seen, epoch_start = 0, time.perf_counter()
         carry = None
-        for batch in iter_batches(train_stacks, config.batch_size, ordered, generator):
+        batches = (
+            iter_subvolumes(train_stacks, depth, config.batch_size, generator)
+            if volumetric
+            else iter_batches(train_stacks, config.batch_size, ordered, generator)
+        )
+        for batch in batches:
             if stop.is_set():
                 state = TrainState.STOPPED
                 break
             step_start = time.perf_counter()
             images = batch.images.to(device, non_blocking=True)
             labels = batch.labels.to(device, non_blocking=True)
-            if config.augment:
+            mask = getattr(batch, "mask", None)
+            mask = None if mask is None else mask.to(device, non_blocking=True)
+            if config.augment and not volumetric:  # 3D sub-volumes are not augmented
                 images, labels = random_affine(images, labels, generator, same_for_batch=ordered)
             # The carry is only meaningful when consecutive batches share one geometry.
             use_carry = ordered and batch.continues and not config.augment
@@ -199,7 +222,7 @@ def fit(
             )
             with autocast:
                 out = model(images, carry if use_carry else None)
-                loss = supervised_loss(loss_fn, out, labels, cfg.exclusive)
+                loss = supervised_loss(loss_fn, out, labels, cfg.exclusive, mask)
             if not math.isfinite(float(loss.detach())):
                 raise NumsnetError(
                     f"The training loss became {float(loss.detach())} at epoch {epoch}.",

@@ -11,6 +11,7 @@ from napari_numsnet.config import ModelConfig
 from napari_numsnet.errors import NumsnetError
 from napari_numsnet.models.blocks import keras_parameter_count
 from napari_numsnet.models.drsegunet import DRSegUNet
+from napari_numsnet.models.msdsunet import MSDSUNet3d
 from napari_numsnet.models.nested import NESTED_NODES, UNET_NODES, UNETPP_NODES, NestedUNet
 from napari_numsnet.models.raiunet import RAIUNet
 from napari_numsnet.models.unetsharp import UNetSharp
@@ -116,6 +117,14 @@ MODELS: dict[str, ModelSpec] = {
             RAIU_WIDTHS,
             False,
             lambda cfg, w: RAIUNet(cfg.in_channels, cfg.num_classes, w),
+        ),
+        ModelSpec(
+            "msdsunet",
+            "MSDS-UNet",
+            "3D residual U-Net with two-pathway deep supervision (sub-volumes)",
+            DRSEG_WIDTHS,
+            False,
+            lambda cfg, w: MSDSUNet3d(cfg.in_channels, cfg.num_classes, w),
         ),
     )
 }

@@ -38,6 +38,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 from torch import nn
 
 from napari_numsnet.config import ModelConfig, PredictConfig, PreprocessConfig, TrainConfig
@@ -203,16 +204,39 @@ def class_names(k: int) -> list[str]:
 
 
 def weighted_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Modules that hold weights themselves, in registration order.
+    """Modules that hold weights themselves, in the order the input reaches them.
 
-    For the registry's models this order starts with the layers the input passes first:
+    The order is traced with a dummy forward pass, so it holds for any registry model:
     ``stem.body.0`` (conv), ``stem.body.1`` (BatchNorm), ... for DRSegUNet;
     ``encoders.0.0`` (conv), ``encoders.0.2`` (BatchNorm), ... for the UNet family.
+    Modules the pass does not reach follow in registration order.
     """
-    return [
-        (name, module)
+    layers = {
+        name: module
         for name, module in model.named_modules()
         if next(module.parameters(recurse=False), None) is not None
+    }
+    order: list[str] = []
+    hooks = [
+        module.register_forward_pre_hook(lambda m, i, name=name: order.append(name))
+        for name, module in layers.items()
+    ]
+    side = 2 * int(getattr(model, "required_multiple", 16))
+    shape = (1, model.config.in_channels, side, side)
+    if getattr(model, "volumetric", False):
+        shape = (*shape[:2], int(getattr(model, "required_depth", 1)), side, side)
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(shape))
+    finally:
+        model.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    called = list(dict.fromkeys(order))
+    return [(n, layers[n]) for n in called] + [
+        (n, m) for n, m in layers.items() if n not in called
     ]
 
 
