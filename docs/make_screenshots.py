@@ -1,0 +1,122 @@
+"""Take the user guide's screenshots of the NUMSnet panel on the sample CT.
+
+Run on a desktop, or headless under a virtual screen:
+
+    xvfb-run -a -s "-screen 0 1600x1050x24" python docs/make_screenshots.py docs/images
+
+It annotates the planned slices with the sample's reference labels, trains NUMSnet at a
+quarter of the paper's widths on 96 x 96 slices for 40 epochs on the CPU (a few minutes),
+predicts, and runs the k-means pseudo-labels, taking one screenshot per step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import imageio.v3 as iio
+from qtpy.QtWidgets import QApplication
+
+import napari
+from napari_numsnet import pipeline
+from napari_numsnet.engine.events import TrainState
+
+
+def pump(seconds: float = 0.3) -> None:
+    """Let Qt process events for ``seconds``."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        QApplication.processEvents()
+        time.sleep(0.01)
+
+
+def wait(condition: Callable[[], bool], limit: float = 1200.0) -> None:
+    end = time.monotonic() + limit
+    while not condition():
+        QApplication.processEvents()
+        time.sleep(0.02)
+        if time.monotonic() > end:
+            raise TimeoutError("the panel did not finish in time")
+
+
+def shot(viewer: napari.Viewer, path: Path) -> None:
+    pump(0.5)
+    iio.imwrite(path, viewer.screenshot(canvas_only=False, flash=False))
+    print("wrote", path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path, help="folder for the PNG files")
+    parser.add_argument("--epochs", type=int, default=40)
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    ct = Path(tempfile.mkdtemp()) / "ct.nii.gz"
+    shutil.copy(pipeline.sample_dir() / "ct_sample.nii.gz", ct)
+    viewer = napari.Viewer(title="napari")
+    viewer.window.resize(1480, 980)
+    viewer.open(ct, plugin="napari-numsnet")
+    _, widget = viewer.window.add_plugin_dock_widget("napari-numsnet", "Few-shot segmentation")
+    widget = getattr(widget, "__wrapped__", widget)
+    sample = pipeline.load_sample()
+
+    # Annotate: the sample's classes, the planned slices copied from its reference labels.
+    a = widget.annotation
+    widget.annotate_tab._load_classes(str(pipeline.sample_dir() / "ct_sample_classes.json"))
+    widget.annotate_tab.buttons["New annotation layer"].click()
+    for z in a.planned:
+        a.labels.data[z] = sample.labels[z]
+        a.mark(int(z))
+    a.labels.refresh()
+    a.labels.opacity = 0.6
+    a.go_to(16)
+    viewer.layers.selection.active = a.labels
+    pump(2.0)
+    shot(viewer, args.out / "annotate.png")
+
+    # Train on the CPU, no augmentation (three training slices, one for validation).
+    train = widget.train_tab
+    train.model.setCurrentIndex(train.model.findData("numsnet"))
+    train.preset.setCurrentText("fast")
+    train.epochs.setValue(args.epochs)
+    train.learning_rate.setValue(0.003)
+    train.batch_size.setValue(3)
+    train.size.setValue(96)
+    train.width_scale.setCurrentText("1/4")
+    train.augment.setChecked(False)
+    train.device.setCurrentText("cpu")
+    widget.tabs.setCurrentIndex(1)
+    train.train_button.click()
+    wait(lambda: widget.training.state is not TrainState.TRAINING)
+    shot(viewer, args.out / "train.png")
+
+    # Predict the whole stack and look at a slice the model never saw.
+    widget.tabs.setCurrentIndex(3)
+    widget.predict_tab.predict_button.click()
+    wait(lambda: not widget.prediction.running)
+    a.labels.visible = False
+    prediction = viewer.layers["ct prediction"]
+    prediction.opacity = 0.6
+    viewer.layers.selection.active = prediction
+    a.go_to(22)
+    shot(viewer, args.out / "predict.png")
+
+    # k-means pseudo-labels on a slice through the lungs.
+    for layer in viewer.layers:
+        layer.visible = layer.name == "ct"
+    widget.tabs.setCurrentIndex(2)
+    widget.pseudo_tab.run_button.click()
+    wait(lambda: not widget.pseudo.running)
+    a.go_to(27)
+    viewer.layers.selection.active = viewer.layers["ct pseudo-labels"]
+    shot(viewer, args.out / "pseudo.png")
+    viewer.close()
+
+
+if __name__ == "__main__":
+    main()

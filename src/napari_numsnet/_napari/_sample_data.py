@@ -1,0 +1,19 @@
+"""npe2 sample data: the shipped CT stack with its reference labels (File > Open Sample)."""
+
+from __future__ import annotations
+
+from napari_numsnet.io.volume import read_volume
+from napari_numsnet.pipeline import load_sample
+
+from ._reader import LayerData, image_layer_data, labels_layer_data
+
+
+def ct_sample() -> list[LayerData]:
+    """CT, 30 axial slices of 122 x 101 voxels at 3 mm, HU, with five reference classes."""
+    sample = load_sample()
+    image = image_layer_data(sample.volume, "ct_sample")
+    labels_volume = read_volume(sample.labels_path)
+    reference = labels_layer_data(
+        sample.labels, labels_volume, "ct_sample reference", sample.classes, "labels"
+    )
+    return [image, reference]

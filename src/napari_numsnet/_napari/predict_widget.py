@@ -1,0 +1,132 @@
+"""Predict & correct tab: predict the stack or a slice range, accept corrected slices, retrain."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .errors import reported
+from .prediction import PredictController
+
+DIRECTIONS = ("forward", "backward", "both")
+
+
+class PredictWidget(QWidget):
+    """Lays out the prediction controls; every action is one call into the controller."""
+
+    def __init__(self, controller: PredictController, retrain: Any, parent=None) -> None:
+        super().__init__(parent)
+        self.controller = controller
+        self.model_label = QLabel()
+        self.model_label.setWordWrap(True)
+        self.whole = QCheckBox("whole stack")
+        self.whole.setChecked(True)
+        self.start = QSpinBox()
+        self.stop = QSpinBox()
+        self.direction = QComboBox()
+        self.direction.addItems(DIRECTIONS)
+        self.probabilities = QCheckBox("per-class probability layers")
+        self.predict_button = QPushButton("Predict")
+        self.accept_button = QPushButton("Accept this slice into the annotations")
+        self.accept_button.setToolTip(
+            "After correcting this slice of the prediction, make it ground truth."
+        )
+        self.retrain_button = QPushButton("Retrain (continue with the new annotations)")
+        self.status = QLabel()
+        self.status.setWordWrap(True)
+        self._n = -1
+        self._build()
+        self.predict_button.clicked.connect(lambda *_: self._predict())
+        self.accept_button.clicked.connect(lambda *_: self._accept())
+        self.retrain_button.clicked.connect(lambda *_: reported(retrain)())
+        self.whole.toggled.connect(self.start.setDisabled)
+        self.whole.toggled.connect(self.stop.setDisabled)
+        self.whole.toggled.emit(True)
+        controller.running_changed.connect(self.refresh)
+        controller.predicted.connect(
+            lambda layer: self.status.setText(
+                f"Predicted into {layer.name!r}. Correct a slice there, then accept it."
+            )
+        )
+        controller.training.checkpoint_changed.connect(lambda *_: self.refresh())
+        controller.annotation.changed.connect(self.refresh)
+        self.refresh()
+
+    def _build(self) -> None:
+        load = QPushButton("Load checkpoint…")
+        load.clicked.connect(lambda *_: self._load())
+        span = QHBoxLayout()
+        for widget in (QLabel("from"), self.start, QLabel("to"), self.stop):
+            span.addWidget(widget)
+        form = QFormLayout()
+        form.addRow("Model", self.model_label)
+        form.addRow("", load)
+        form.addRow("Slices", self.whole)
+        form.addRow("", span)
+        form.addRow("Direction", self.direction)
+        form.addRow("", self.probabilities)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        for widget in (self.predict_button, self.accept_button, self.retrain_button):
+            layout.addWidget(widget)
+        layout.addWidget(self.status)
+        layout.addStretch(1)
+
+    def write_settings(self) -> None:
+        """Copy the fields into the controller's settings."""
+        s = self.controller.settings
+        s.config = s.config.replace(direction=self.direction.currentText())
+        s.slice_range = None if self.whole.isChecked() else (self.start.value(), self.stop.value())
+        s.probabilities = self.probabilities.isChecked()
+
+    @reported
+    def _predict(self) -> None:
+        self.write_settings()
+        self.controller.start()
+
+    @reported
+    def _accept(self) -> None:
+        z = self.controller.accept()
+        self.status.setText(f"Slice {z} is now ground truth in the annotations.")
+
+    @reported
+    def _load(self, path: str | None = None) -> None:
+        if path is None:
+            path, _ = QFileDialog.getOpenFileName(self, "Checkpoint", "", "*.numsnet.pt *.pt")
+        if path:
+            self.controller.training.load(path)
+
+    def refresh(self, *args: Any) -> None:
+        c = self.controller
+        image = c.annotation.image
+        n = image.data.shape[0] if image is not None else 0
+        if n != self._n:  # another image: offer its whole stack
+            self._n = n
+            self.start.setRange(0, max(n - 1, 0))
+            self.stop.setRange(1, max(n, 1))
+            self.start.setValue(0)
+            self.stop.setValue(max(n, 1))
+        checkpoint = c.training.checkpoint
+        if checkpoint is None:
+            self.model_label.setText("No trained model yet.")
+        else:
+            self.model_label.setText(
+                f"{checkpoint.model_config.name}, classes "
+                f"{', '.join(checkpoint.class_names[1:])}; {checkpoint.epochs_done} epoch(s)."
+            )
+        self.predict_button.setEnabled(not c.running and checkpoint is not None)
+        self.predict_button.setText("Predicting…" if c.running else "Predict")
+        self.accept_button.setEnabled(c.annotation.labels is not None)
+        self.retrain_button.setEnabled(checkpoint is not None)

@@ -1,0 +1,206 @@
+"""Train tab: model, preset, epochs, learning rate, batch size, device; progress and live plot."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_numsnet.config import PRESETS
+from napari_numsnet.engine.device import available_devices, describe_device, select_device
+from napari_numsnet.engine.events import TrainEvent, TrainState
+from napari_numsnet.errors import NumsnetError
+from napari_numsnet.models import get_spec, list_models
+
+from .errors import reported
+from .plot import TrainingPlot
+from .training import TrainController
+
+WIDTH_SCALES = {"1 (paper)": 1.0, "1/2": 0.5, "1/4": 0.25, "1/8": 0.125}
+
+
+@functools.lru_cache(maxsize=1)
+def model_choices() -> list[tuple[str, str]]:
+    """``(registry name, "Title (N.N M parameters)")`` at the paper's widths, 3 classes."""
+    return [(s.name, f"{s.title} ({n / 1e6:.1f} M parameters)") for s, n in list_models()]
+
+
+class TrainWidget(QWidget):
+    """Lays out the training settings; they are written into ``controller.settings``."""
+
+    def __init__(self, controller: TrainController, parent=None) -> None:
+        super().__init__(parent)
+        self.controller = controller
+        self.model = QComboBox()
+        for name, text in model_choices():
+            self.model.addItem(text, name)
+        self.model.setCurrentIndex(self.model.findData("numsnet"))
+        self.preset = QComboBox()
+        self.preset.addItems(list(PRESETS))
+        self.epochs = QSpinBox(minimum=1, maximum=10_000)
+        self.learning_rate = QDoubleSpinBox(decimals=6, minimum=1e-6, maximum=1.0, singleStep=1e-4)
+        self.batch_size = QSpinBox(minimum=1, maximum=256)
+        self.device = QComboBox()
+        self.device.addItems(["auto", *available_devices()])
+        self.device_label = QLabel()
+        self.device_label.setWordWrap(True)
+        self.size = QSpinBox(minimum=16, maximum=1024, singleStep=16)
+        self.width_scale = QComboBox()
+        self.width_scale.addItems(list(WIDTH_SCALES))
+        self.augment = QCheckBox("rotation, shift, shear, zoom")
+        self.train_button = QPushButton("Train")
+        self.continue_button = QPushButton("Continue")
+        self.continue_button.setToolTip("Continue the last checkpoint with the annotations now.")
+        self.stop_button = QPushButton("Stop")
+        self.progress_bar = QProgressBar()
+        self.status = QLabel("Not trained yet.")
+        self.status.setWordWrap(True)
+        self.plot = TrainingPlot()
+        self._build()
+        self.preset.setCurrentText(controller.settings.training.preset)
+        self._show_settings()
+        self._connect()
+        self.on_state(controller.state)
+
+    def _build(self) -> None:
+        form = QFormLayout()
+        form.addRow("Model", self.model)
+        form.addRow("Preset", self.preset)
+        form.addRow("Epochs", self.epochs)
+        form.addRow("Learning rate", self.learning_rate)
+        form.addRow("Batch size", self.batch_size)
+        form.addRow("Device", self.device)
+        form.addRow("", self.device_label)
+        advanced = QGroupBox("Advanced")
+        advanced.setCheckable(True)
+        advanced.setChecked(False)
+        inner = QWidget()
+        extra = QFormLayout(inner)
+        extra.addRow("Slice size (px)", self.size)
+        extra.addRow("Width scale", self.width_scale)
+        extra.addRow("Augmentation", self.augment)
+        box = QVBoxLayout(advanced)
+        box.addWidget(inner)
+        inner.setVisible(False)
+        advanced.toggled.connect(inner.setVisible)
+        buttons = QHBoxLayout()
+        for button in (self.train_button, self.continue_button, self.stop_button):
+            buttons.addWidget(button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(advanced)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress_bar)
+        layout.addWidget(self.status)
+        layout.addWidget(self.plot, 1)
+
+    def _connect(self) -> None:
+        c = self.controller
+        self.preset.currentTextChanged.connect(self._on_preset)
+        for widget in (self.model, self.device, self.width_scale):
+            widget.currentIndexChanged.connect(lambda *_: self.write_settings())
+        for widget in (self.epochs, self.batch_size, self.size, self.learning_rate):
+            widget.valueChanged.connect(lambda *_: self.write_settings())
+        self.augment.toggled.connect(lambda *_: self.write_settings())
+        self.train_button.clicked.connect(lambda *_: self._start(resume=False))
+        self.continue_button.clicked.connect(lambda *_: self._start(resume=True))
+        self.stop_button.clicked.connect(lambda *_: c.stop())
+        c.state_changed.connect(self.on_state)
+        c.progress.connect(self.on_event)
+        c.checkpoint_changed.connect(lambda *_: self.on_state(c.state))
+
+    # --- settings ----------------------------------------------------------------------
+
+    def _on_preset(self, name: str) -> None:
+        self.controller.settings.apply_preset(name)
+        self._show_settings()
+
+    def _show_settings(self) -> None:
+        s = self.controller.settings
+        widgets = (self.epochs, self.batch_size, self.learning_rate, self.size, self.augment)
+        for widget in widgets:
+            widget.blockSignals(True)
+        self.epochs.setValue(s.training.epochs)
+        self.batch_size.setValue(s.training.batch_size)
+        self.learning_rate.setValue(s.training.learning_rate)
+        self.size.setValue(s.preprocess.size or 256)
+        self.augment.setChecked(s.training.augment)
+        for widget in widgets:
+            widget.blockSignals(False)
+        self.write_settings()
+
+    def write_settings(self) -> None:
+        """Copy the fields into the controller's settings."""
+        s = self.controller.settings
+        spec = get_spec(self.model.currentData())
+        scale = WIDTH_SCALES[self.width_scale.currentText()]
+        widths = None
+        if scale != 1.0:
+            widths = tuple(max(2, round(w * scale)) for w in spec.default_widths)
+        s.model = s.model.replace(name=spec.name, widths=widths)
+        s.training = s.training.replace(
+            epochs=self.epochs.value(),
+            batch_size=self.batch_size.value(),
+            learning_rate=self.learning_rate.value(),
+            device=self.device.currentText(),
+            augment=self.augment.isChecked(),
+        )
+        s.preprocess = s.preprocess.replace(size=self.size.value())
+        try:
+            self.device_label.setText(describe_device(select_device(s.training.device)))
+        except NumsnetError as exc:
+            self.device_label.setText(str(exc))
+
+    # --- running -----------------------------------------------------------------------
+
+    @reported
+    def _start(self, resume: bool) -> None:
+        self.plot.reset(self.controller.annotation.classes, keep_history=resume)
+        self.progress_bar.setValue(0)
+        self.controller.start(resume=resume)
+
+    def on_event(self, event: TrainEvent) -> None:
+        self.plot.add_event(event)
+        if event.total_steps:
+            self.progress_bar.setMaximum(event.total_steps)
+            self.progress_bar.setValue(event.step)
+        if event.kind == "start":
+            self.device_label.setText(event.message)
+        elif event.kind == "epoch":
+            dice = ", ".join(f"{k} {v:.2f}" for k, v in event.val_dice.items())
+            self.status.setText(
+                f"Epoch {event.epoch}: loss {event.loss:.3f}"
+                + (f"; validation Dice {dice}" if dice else "")
+                + (f"; {event.slices_per_second:.1f} slices/s" if event.slices_per_second else "")
+            )
+
+    def on_state(self, state: Any) -> None:
+        c = self.controller
+        training = state is TrainState.TRAINING
+        self.train_button.setEnabled(not training)
+        self.continue_button.setEnabled(not training and c.checkpoint is not None)
+        self.stop_button.setEnabled(training)
+        if state is TrainState.TRAINING:
+            self.status.setText("Training…")
+        elif state in (TrainState.DONE, TrainState.STOPPED) and c.checkpoint is not None:
+            word = "stopped" if state is TrainState.STOPPED else "done"
+            self.status.setText(
+                f"Training {word} after {c.checkpoint.epochs_done} epoch(s) in all; "
+                "checkpoint saved to the work folder."
+            )
+        elif state is TrainState.CRASHED:
+            self.status.setText("Training failed (see the notification).")
