@@ -1,0 +1,222 @@
+"""Few-shot accuracy on labelled stacks (ACDC by default): every model, several seeds.
+
+Protocol (the plugin's): for each stack of the training pool only the slices chosen by
+Mid,Rand at ``--fraction`` (at least one per stack) are annotated; a model is trained on
+them and evaluated on every slice of every evaluation stack. ``--regime all`` trains on
+every slice of the pool instead (the upper bound). Dice, IoU, precision and recall per
+class are pooled over all evaluation voxels.
+
+Any folder with ``imagesX/`` and ``labelsX/`` (same file names) works::
+
+    python benchmarks/accuracy_stacks.py --dataset acdc --train-split Tr --eval-split Val
+
+Results: one JSON line per run in ``<out>/accuracy_<dataset>.jsonl``; ``--summary``
+prints the tables (mean ± sample std over seeds).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common
+
+from napari_numsnet import pipeline
+from napari_numsnet.config import PRESETS, SamplingConfig
+from napari_numsnet.engine.metrics import SegmentationMetrics
+from napari_numsnet.io import read_labels, read_volume
+from napari_numsnet.io.classes import ClassTable
+
+#: Label names of ACDC (0 background, 1 RV, 2 myocardium, 3 LV).
+ACDC_CLASSES = ("background", "right ventricle", "myocardium", "left ventricle")
+
+
+def stack_pairs(folder: Path, split: str) -> list[tuple[Path, Path]]:
+    """``(image, labels)`` files of ``folder/images<split>`` and ``folder/labels<split>``."""
+    images = sorted((folder / f"images{split}").glob("*.nii*"))
+    pairs = [(p, folder / f"labels{split}" / p.name) for p in images]
+    missing = [str(lab) for _, lab in pairs if not lab.exists()]
+    if not pairs or missing:
+        raise SystemExit(f"no image/label pairs in {folder} split {split}: missing {missing[:3]}")
+    return pairs
+
+
+def patient_of(path: Path) -> str:
+    """``patient003_frame01.nii.gz`` -> ``patient003`` (the file stem otherwise)."""
+    return path.name.split("_")[0]
+
+
+def load_pool(
+    pairs: list[tuple[Path, Path]], patients: int | None
+) -> list[pipeline.AnnotatedStack]:
+    """The stacks of the first ``patients`` patients (sorted by name), all of them if None."""
+    keep = sorted({patient_of(p) for p, _ in pairs})
+    if patients is not None:
+        keep = keep[:patients]
+    stacks = []
+    for image_path, label_path in pairs:
+        if patient_of(image_path) not in keep:
+            continue
+        volume = read_volume(image_path)
+        labels = read_labels(label_path, like=volume.meta)
+        stacks.append(pipeline.AnnotatedStack(volume.data, labels, name=image_path.name))
+    return stacks
+
+
+def annotate(
+    stacks: list[pipeline.AnnotatedStack], regime: str, fraction: float, seed: int
+) -> tuple[list[pipeline.AnnotatedStack], int]:
+    """The stacks with the slices a user would annotate: Mid,Rand ``fraction``, or all."""
+    out, n = [], 0
+    for stack in stacks:
+        z = len(stack.image)
+        if regime == "all":
+            chosen = np.arange(z)
+        else:
+            split = pipeline.plan_slices(z, SamplingConfig("mid_rand", fraction, seed=seed))
+            chosen = np.asarray(split.train)
+        n += len(chosen)
+        out.append(pipeline.AnnotatedStack(stack.image, stack.labels, chosen, (), stack.name))
+    return out, n
+
+
+def evaluate_pool(
+    checkpoint, stacks: list[pipeline.AnnotatedStack], classes: ClassTable, device: str
+) -> tuple[dict[str, dict[str, float]], float, int]:
+    """Pooled metrics over every slice of ``stacks``, prediction seconds, slices."""
+    from napari_numsnet.config import PredictConfig
+
+    metrics = SegmentationMetrics(classes.num_values, classes.names)
+    seconds, n = 0.0, 0
+    for stack in stacks:
+        start = time.perf_counter()
+        pred = pipeline.predict(checkpoint, stack.image, PredictConfig(device=device))
+        seconds += time.perf_counter() - start
+        metrics.update(pred.labels, stack.labels)
+        n += len(stack.image)
+    return metrics.summary(), seconds, n
+
+
+def run_one(
+    model: str,
+    seed: int,
+    regime: str,
+    pool: list[pipeline.AnnotatedStack],
+    evaluation: list[pipeline.AnnotatedStack],
+    args,
+    classes: ClassTable,
+) -> dict[str, Any]:
+    """Train ``model`` with ``seed`` under ``regime`` and score it on ``evaluation``."""
+    preset = PRESETS[args.preset]
+    annotated, n_train = annotate(pool, regime, args.fraction, seed)
+    model_cfg = pipeline.model_for_preset(model, classes.num_values, preset)
+    training = preset.train.replace(device=args.device, seed=seed, epochs=args.epochs)
+    if args.batch_size:
+        training = training.replace(batch_size=args.batch_size)
+    preprocess = pipeline.default_preprocess(pool[0].image, preset.preprocess)
+    if args.size:
+        preprocess = preprocess.replace(size=args.size)
+    start = time.perf_counter()
+    checkpoint = pipeline.train(annotated, model_cfg, training, preprocess, classes)
+    train_seconds = time.perf_counter() - start
+    scores, predict_seconds, n_eval = evaluate_pool(checkpoint, evaluation, classes, args.device)
+    return {
+        "dataset": args.dataset,
+        "model": model,
+        "seed": seed,
+        "regime": regime,
+        "fraction": args.fraction if regime == "few" else 1.0,
+        "preset": preset.name,
+        "widths": list(checkpoint.model_config.widths),
+        "size": preprocess.size,
+        "epochs": training.epochs,
+        "batch_size": training.batch_size,
+        "train_stacks": len(pool),
+        "train_slices": n_train,
+        "eval_stacks": len(evaluation),
+        "eval_slices": n_eval,
+        "train_seconds": train_seconds,
+        "predict_seconds": predict_seconds,
+        "scores": scores,
+        "machine": common.machine(args.device),
+    }
+
+
+def summarize(records: list[dict[str, Any]], class_names: list[str]) -> str:
+    """Markdown tables: Dice per class and mean (mean ± std over seeds), then IoU/P/R."""
+    out = []
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in records:
+        groups.setdefault((r["regime"], r["model"]), []).append(r)
+    foreground = [c for c in class_names if c != "background"]
+    for metric in ("dice", "iou", "precision", "recall"):
+        rows = []
+        for (regime, model), runs in sorted(
+            groups.items(), key=lambda kv: (kv[0][0] != "few", common.ALL_MODELS.index(kv[0][1]))
+        ):
+            cells = []
+            for c in foreground:
+                cells.append(common.fmt(*common.mean_std(r["scores"][c][metric] for r in runs)))
+            means = [np.nanmean([r["scores"][c][metric] for c in foreground]) for r in runs]
+            cells.append(common.fmt(*common.mean_std(means)))
+            minutes = np.mean([r["train_seconds"] for r in runs]) / 60
+            label = "10% slices" if regime == "few" else "all slices"
+            rows.append([common.TITLES[model], label, *cells, f"{minutes:.1f}"])
+        header = ["model", "annotated", *foreground, "mean", "train min/run"]
+        out.append(f"**{metric}** (mean ± std over seeds, (n) seeds)\n\n")
+        out.append(common.markdown_table(header, rows) + "\n\n")
+    return "".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = common.base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="acdc", help="sub-folder of the data root")
+    parser.add_argument("--train-split", default="Tr", help="imagesX/labelsX suffix to train on")
+    parser.add_argument("--eval-split", default="Val", help="imagesX/labelsX suffix to score")
+    parser.add_argument("--models", default=",".join(common.ALL_MODELS))
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--regimes", default="few", help="few, all, or few,all")
+    parser.add_argument("--patients", type=int, default=20, help="patients of the pool")
+    parser.add_argument("--eval-stacks", type=int, default=None, help="first N eval stacks")
+    parser.add_argument("--fraction", type=float, default=0.10)
+    parser.add_argument("--preset", default="fast", choices=sorted(PRESETS))
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--size", type=int, default=None, help="override the preset's size")
+    parser.add_argument("--class-names", default=",".join(ACDC_CLASSES))
+    parser.add_argument("--summary", action="store_true", help="only print the tables")
+    args = parser.parse_args(argv)
+    common.set_threads(args.threads)
+    result_file = args.out / f"accuracy_{args.dataset}.jsonl"
+    classes = ClassTable.from_names(common.csv_list(args.class_names))
+    if args.summary:
+        print(summarize(common.read_results(result_file), list(classes.names)))
+        return 0
+    folder = args.data_root / args.dataset
+    pool = load_pool(stack_pairs(folder, args.train_split), args.patients)
+    evaluation = load_pool(stack_pairs(folder, args.eval_split), None)[: args.eval_stacks]
+    print(f"pool: {len(pool)} stacks; evaluation: {len(evaluation)} stacks", flush=True)
+    for regime in common.csv_list(args.regimes):
+        for seed in common.int_list(args.seeds):
+            for model in common.csv_list(args.models):
+                record = run_one(model, seed, regime, pool, evaluation, args, classes)
+                common.append_result(result_file, record)
+                dice = np.nanmean(
+                    [v["dice"] for k, v in record["scores"].items() if k != "background"]
+                )
+                print(
+                    f"{regime} seed {seed} {model}: mean Dice {dice:.3f}, "
+                    f"train {record['train_seconds']:.0f} s",
+                    flush=True,
+                )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,145 @@
+"""Helpers shared by the benchmark scripts: paths, threads, machine, results on disk.
+
+Every script appends one JSON object per finished run to ``<out>/<name>.jsonl`` as soon
+as the run ends, so that an interrupted benchmark keeps what it measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: Repository root (the folder holding ``benchmarks/``).
+REPO_ROOT = Path(__file__).resolve().parents[1]
+#: Default data root: ``../shared/data`` relative to the repository root.
+DEFAULT_DATA_ROOT = REPO_ROOT / ".." / "shared" / "data"
+#: Default folder of the results.
+DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results"
+
+#: The models of the registry, in the order of the tables.
+ALL_MODELS = ("unet", "wunet", "unetpp", "numsnet", "nums_all", "drsegunet")
+#: Table titles of the registry names.
+TITLES = {
+    "unet": "UNet",
+    "wunet": "wUNet",
+    "unetpp": "UNet++",
+    "numsnet": "NUMSnet",
+    "nums_all": "NUMS-all",
+    "drsegunet": "DRSegUNet",
+}
+
+
+def base_parser(description: str) -> argparse.ArgumentParser:
+    """Arguments every script takes: ``--data-root``, ``--out``, ``--threads``, ``--device``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument(
+        "--data-root",
+        type=Path,
+        default=DEFAULT_DATA_ROOT,
+        help="folder holding acdc/ and covid_medseg100/ (default: ../shared/data)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help="results folder (JSON lines, tables)"
+    )
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
+    return parser
+
+
+def csv_list(text: str) -> list[str]:
+    """``"a,b"`` -> ``["a", "b"]`` (empty items dropped)."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def int_list(text: str) -> list[int]:
+    """``"0,1,2"`` -> ``[0, 1, 2]``."""
+    return [int(item) for item in csv_list(text)]
+
+
+def set_threads(n: int) -> None:
+    """Limit torch (and the BLAS libraries) to ``n`` CPU threads."""
+    import torch
+
+    torch.set_num_threads(max(1, n))
+    os.environ.setdefault("OMP_NUM_THREADS", str(n))
+
+
+def machine(device: str = "cpu") -> dict[str, Any]:
+    """The machine a result comes from: CPU, threads, torch version, GPU when used."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    info: dict[str, Any] = {
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "date": _dt.date.today().isoformat(),
+    }
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def append_result(path: Path, record: dict[str, Any]) -> None:
+    """Append ``record`` as one JSON line to ``path`` (created with its folder)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fh.write(json.dumps(record, default=_jsonable) + "\n")
+
+
+def read_results(path: Path) -> list[dict[str, Any]]:
+    """Every JSON line of ``path`` (an empty list when the file does not exist)."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def mean_std(values: Iterable[float]) -> tuple[float, float, int]:
+    """Mean, sample standard deviation (0 for one value) and count, NaNs left out."""
+    arr = np.asarray([v for v in values if v is not None and not np.isnan(v)], dtype=float)
+    if arr.size == 0:
+        return float("nan"), float("nan"), 0
+    std = float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+    return float(arr.mean()), std, int(arr.size)
+
+
+def fmt(mean: float, std: float, n: int, digits: int = 3) -> str:
+    """``0.812 ± 0.010 (3)``; ``n/a`` without values."""
+    if n == 0:
+        return "n/a"
+    return f"{mean:.{digits}f} ± {std:.{digits}f} ({n})"
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A GitHub markdown table."""
+    lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(map(str, row)) + " |" for row in rows]
+    return "\n".join(lines)

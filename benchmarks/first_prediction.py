@@ -1,0 +1,87 @@
+"""Time to first useful prediction on the shipped CT sample.
+
+From "10% of the CT sample annotated" (Mid,Rand, 3 of 30 slices) to a prediction of the
+whole stack: preprocessing, training with the preset, prediction of every slice. The
+clock covers :func:`napari_numsnet.pipeline.annotate_train_predict` (what ``numsnet
+demo`` runs); the Dice is on the 27 slices the model did not train on.
+
+    python benchmarks/first_prediction.py --preset fast --seeds 0,1,2
+
+Results: ``<out>/first_prediction.jsonl``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common
+
+from napari_numsnet import pipeline
+from napari_numsnet.config import PRESETS, SamplingConfig
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = common.base_parser(__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join(common.ALL_MODELS))
+    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--preset", default="fast", choices=sorted(PRESETS))
+    parser.add_argument("--epochs", type=int, default=None, help="override the preset")
+    parser.add_argument("--fraction", type=float, default=0.10)
+    parser.add_argument("--size", type=int, default=None, help="override the preset's size")
+    args = parser.parse_args(argv)
+    common.set_threads(args.threads)
+    preset = PRESETS[args.preset]
+    for seed in common.int_list(args.seeds):
+        for name in common.csv_list(args.models):
+            start = time.perf_counter()
+            sample = pipeline.load_sample()
+            image, reference, classes = sample.volume.data, sample.labels, sample.classes
+            model = pipeline.model_for_preset(name, classes.num_values, preset)
+            training = preset.train.replace(device=args.device, seed=seed)
+            if args.epochs:
+                training = training.replace(epochs=args.epochs)
+            sampling = SamplingConfig(fraction=args.fraction, seed=seed)
+            split = pipeline.plan_slices(len(image), sampling)
+            training = training.replace(batch_size=min(training.batch_size, len(split.train)))
+            preprocess = pipeline.default_preprocess(image, preset.preprocess)
+            if args.size:
+                preprocess = preprocess.replace(size=args.size)
+            result = pipeline.annotate_train_predict(
+                image, reference, classes, model, training, preprocess, sampling
+            )
+            total = time.perf_counter() - start
+            foreground = {k: v for k, v in result.scores.items() if k != "background"}
+            record = {
+                "model": name,
+                "seed": seed,
+                "preset": preset.name,
+                "epochs": training.epochs,
+                "batch_size": training.batch_size,
+                "size": preprocess.size,
+                "widths": list(result.checkpoint.model_config.widths),
+                "annotated": [int(i) for i in split.train],
+                "seconds_total": total,
+                "seconds_training": result.checkpoint.record.get("seconds"),
+                "scores": result.scores,
+                "mean_dice": float(np.nanmean([v["dice"] for v in foreground.values()])),
+                "device": args.device,
+                "machine": common.machine(args.device),
+            }
+            common.append_result(args.out / "first_prediction.jsonl", record)
+            print(
+                f"{name} seed {seed}: {total:.1f} s to a full-stack prediction "
+                f"({record['seconds_training']:.1f} s training), "
+                f"mean Dice {record['mean_dice']:.3f}",
+                flush=True,
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
