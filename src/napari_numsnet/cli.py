@@ -191,13 +191,35 @@ def _parse_widths(text: str) -> tuple[int, ...]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """Train on one or more stacks; under torchrun, one process per GPU (or CPU share)."""
+    from napari_numsnet.engine import distributed
+
+    context = distributed.init_from_env(device=args.device)
+    try:
+        return _train(args, context)
+    finally:
+        distributed.shutdown()
+
+
+def _train(args: argparse.Namespace, context) -> int:
     from napari_numsnet import pipeline
+    from napari_numsnet.engine import distributed
     from napari_numsnet.engine.checkpoint import load_checkpoint, save_checkpoint
     from napari_numsnet.io.classes import ClassTable, load_class_table
     from napari_numsnet.io.labels import read_labels
 
-    volume = _read_stack(args.image, args.stack_axis)
-    labels = read_labels(args.labels, like=volume.meta)
+    if len(args.image) != len(args.labels):
+        raise NumsnetError(
+            f"{len(args.image)} image(s) but {len(args.labels)} label file(s).",
+            "Give one label file per image, in the same order.",
+        )
+    if len(args.image) > 1 and (args.annotated or args.val):
+        raise NumsnetError(
+            "--annotated and --val name slices of one stack, but several stacks are given.",
+            "Leave them out: every labelled slice of each stack counts as annotated.",
+        )
+    volumes = [_read_stack(path, args.stack_axis) for path in args.image]
+    labels = [read_labels(path, like=v.meta) for path, v in zip(args.labels, volumes, strict=True)]
     preset = get_preset(args.preset)
     resume = load_checkpoint(args.resume) if args.resume else None
     transfer = load_checkpoint(args.transfer) if args.transfer else None
@@ -207,42 +229,52 @@ def cmd_train(args: argparse.Namespace) -> int:
         # Continue with the checkpoint's classes, even if this annotation lacks some.
         classes = ClassTable.from_names(resume.class_names)
     else:
-        values = args.num_classes or int(labels.max()) + 1
+        values = args.num_classes or max(int(lab.max()) for lab in labels) + 1
         classes = ClassTable.default(max(values, 2))
     model_cfg = pipeline.model_for_preset(args.model, classes.num_values, preset)
     if args.widths:
         model_cfg = model_cfg.replace(widths=args.widths)
-    training = preset.train.replace(device=args.device, seed=args.seed)
+    device = str(context.device) if context else args.device
+    training = preset.train.replace(device=device, seed=args.seed)
     for key in ("epochs", "batch_size", "learning_rate"):
         if getattr(args, key) is not None:
             training = training.replace(**{key: getattr(args, key)})
-    preprocess = pipeline.default_preprocess(volume.data, preset.preprocess)
+    preprocess = pipeline.default_preprocess(volumes[0].data, preset.preprocess)
     if args.size is not None:
         preprocess = preprocess.replace(size=args.size or None)
-    stack = pipeline.AnnotatedStack(
-        volume.data,
-        labels,
-        _parse_slices(args.annotated),
-        _parse_slices(args.val) or (),
-        name=Path(args.image).name,
-    )
+    stacks = [
+        pipeline.AnnotatedStack(
+            volume.data,
+            lab,
+            _parse_slices(args.annotated),
+            _parse_slices(args.val) or (),
+            name=Path(path).name,
+        )
+        for volume, lab, path in zip(volumes, labels, args.image, strict=True)
+    ]
     if args.cascade:
-        return _train_cascade(args, stack, model_cfg, training, preprocess, classes, preset)
+        return _train_cascade(args, stacks, model_cfg, training, preprocess, classes, preset)
+    main_process = context is None or context.is_main
     checkpoint = pipeline.train(
-        stack,
+        stacks,
         model_cfg,
         training,
         preprocess,
         classes,
         resume=resume,
         transfer_from=transfer,
-        callback=_progress(training.epochs),
+        callback=_progress(training.epochs, quiet=not main_process),
     )
-    path = save_checkpoint(checkpoint, args.output)
-    last = checkpoint.record["epochs"][-1] if checkpoint.record.get("epochs") else {}
-    print(f"checkpoint: {path} ({checkpoint.epochs_done} epochs, last loss {last.get('loss')})")
-    if last.get("val_dice"):
-        print("validation Dice: " + ", ".join(f"{k} {v:.3f}" for k, v in last["val_dice"].items()))
+    if main_process:  # one writer: rank 0
+        path = save_checkpoint(checkpoint, args.output)
+        last = checkpoint.record["epochs"][-1] if checkpoint.record.get("epochs") else {}
+        print(
+            f"checkpoint: {path} ({checkpoint.epochs_done} epochs, last loss {last.get('loss')})"
+        )
+        if last.get("val_dice"):
+            dice = ", ".join(f"{k} {v:.3f}" for k, v in last["val_dice"].items())
+            print(f"validation Dice: {dice}")
+    distributed.barrier()
     return 0
 
 
@@ -274,25 +306,55 @@ def _train_cascade(args, stack, inner_cfg, training, preprocess, classes, preset
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from napari_numsnet import pipeline
+    from napari_numsnet import cohort, pipeline
     from napari_numsnet.cascade import load_predictor
 
-    checkpoint = load_predictor(args.checkpoint)
+    inputs = list(args.input or [])
+    if args.input_list:
+        inputs += cohort.read_input_list(args.input_list)
+    if not inputs:
+        raise NumsnetError("Nothing to predict.", "Give --input files/folders or --input-list.")
     config = PredictConfig(
         direction=args.direction, batch_size=args.batch_size, device=args.device
     )
-    results = pipeline.predict_files(
-        checkpoint,
-        args.input,
-        args.output,
+    output = Path(args.output)
+    files = pipeline.stack_files(inputs)
+    if len(files) == 1 and pipeline.is_stack(output) and not output.is_dir():
+        results = pipeline.predict_files(
+            load_predictor(args.checkpoint),
+            files,
+            output,
+            config,
+            stack_axis=args.stack_axis,
+            probabilities=args.probabilities,
+            overwrite=args.overwrite,
+        )
+        for src, dst in results:
+            print(f"{src} -> {dst}")
+        return 0
+
+    def report(record: dict, finished: int, total: int) -> None:
+        status = record["status"]
+        detail = f"{record.get('seconds', 0):.1f} s" if status == "done" else record.get("error")
+        print(f"[{finished}/{total}] {status}: {record['input']} ({detail})", flush=True)
+
+    summary = cohort.predict_cohort(
+        args.checkpoint,
+        inputs,
+        output,
         config,
+        workers=args.workers,
         stack_axis=args.stack_axis,
         probabilities=args.probabilities,
         overwrite=args.overwrite,
+        progress=report,
     )
-    for src, dst in results:
-        print(f"{src} -> {dst}")
-    return 0
+    print(
+        f"{summary.done} done ({summary.skipped} already done before), "
+        f"{summary.failed} failed, {summary.count('pending')} pending; "
+        f"manifest: {summary.manifest}"
+    )
+    return 0 if summary.done == len(summary.records) else 1
 
 
 def cmd_pseudolabel(args: argparse.Namespace) -> int:
@@ -358,8 +420,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("train", help="train on the annotated slices of a stack")
-    p.add_argument("--image", required=True, help=".nii/.nii.gz/.tif/.npy stack")
-    p.add_argument("--labels", required=True, help="label stack of the same geometry")
+    p.add_argument("--image", required=True, nargs="+", help=".nii/.nii.gz/.tif/.npy stack(s)")
+    p.add_argument("--labels", required=True, nargs="+", help="label stack(s), same geometry")
     p.add_argument("--annotated", help="annotated slices, e.g. '3,7,10-12' (default: labelled)")
     p.add_argument("--val", help="annotated slices held out for validation")
     p.add_argument("--classes", help="class table JSON (names and colours)")
@@ -387,8 +449,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="segment a stack, a folder or a list of stacks")
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--input", required=True, nargs="+", help="files or folders")
+    p.add_argument("--input", nargs="+", help="files or folders")
+    p.add_argument("--input-list", help="text file with one stack path per line")
     p.add_argument("--output", required=True, help="file (one input) or folder")
+    p.add_argument("--workers", type=int, help="processes (default: one per GPU, else one on CPU)")
     p.add_argument("--direction", choices=["forward", "backward", "both"], default="forward")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--probabilities", action="store_true", help="also write probabilities")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from napari_numsnet.config import (
     ModelConfig,
@@ -30,6 +31,7 @@ from napari_numsnet.config import (
 from napari_numsnet.data.dataset import TrainingStack, validate_pair
 from napari_numsnet.data.preprocess import Preprocessor, looks_like_hounsfield
 from napari_numsnet.data.slices import SliceSplit, annotated_slices, select_slices
+from napari_numsnet.engine import distributed
 from napari_numsnet.engine.checkpoint import Checkpoint, check_compatible, transfer_model
 from napari_numsnet.engine.device import seed_everything
 from napari_numsnet.engine.events import ProgressCallback, TrainState
@@ -255,6 +257,13 @@ def train(
     stacks = [stacks] if isinstance(stacks, AnnotatedStack) else list(stacks)
     if not stacks:
         raise NumsnetError("No stack to train on.", "Give at least one annotated stack.")
+    if distributed.active():  # under torchrun: this process's share of whole stacks
+        stacks = distributed.shard(
+            stacks,
+            torch.distributed.get_rank(),
+            torch.distributed.get_world_size(),
+            sizes=[len(annotated_slices(s.labels, s.annotated)) for s in stacks],
+        )
     record, optimizer_state = {}, None
     seed_everything(training.seed)  # the seed also fixes the initial weights
     if resume is not None:
@@ -393,12 +402,16 @@ def annotate_train_predict(
     return LoopResult(checkpoint, prediction, split, unseen, scores)
 
 
-def _stack_files(inputs: Sequence[str | Path]) -> list[Path]:
+def stack_files(inputs: Sequence[str | Path]) -> list[Path]:
     """Every readable stack among ``inputs`` (files, or folders searched one level deep)."""
     files: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            files += sorted(p for p in item.iterdir() if p.is_file() and _is_stack(p))
+            files += sorted(
+                p
+                for p in item.iterdir()
+                if p.is_file() and is_stack(p) and not p.name.startswith(".")
+            )
         elif item.is_file():
             files.append(item)
         else:
@@ -411,11 +424,13 @@ def _stack_files(inputs: Sequence[str | Path]) -> list[Path]:
     return files
 
 
-def _is_stack(path: Path) -> bool:
+def is_stack(path: Path) -> bool:
+    """Whether ``path`` has the extension of a readable stack."""
     return any(path.name.lower().endswith(ext) for ext in EXTENSIONS)
 
 
-def _output_name(path: Path) -> str:
+def output_name(path: Path) -> str:
+    """``name_labels.<ext>``: the file name of the label stack predicted from ``path``."""
     name = path.name
     for ext in sorted(EXTENSIONS, key=len, reverse=True):
         if name.lower().endswith(ext):
@@ -440,13 +455,13 @@ def predict_files(
     ``checkpoint`` may also be a predictor with ``predict(image, config, probabilities)``,
     such as a :class:`~napari_numsnet.cascade.Cascade`.
     """
-    files = _stack_files(inputs)
+    files = stack_files(inputs)
     output = Path(output)
-    single = len(files) == 1 and _is_stack(output) and not output.is_dir()
+    single = len(files) == 1 and is_stack(output) and not output.is_dir()
     if not single:
         output.mkdir(parents=True, exist_ok=True)
         # An output folder that is also an input: earlier outputs are no new inputs.
-        targets = {(output / _output_name(p)).resolve() for p in files}
+        targets = {(output / output_name(p)).resolve() for p in files}
         files = [p for p in files if p.resolve() not in targets]
     if isinstance(checkpoint, Checkpoint):
         model = checkpoint.build_model()
@@ -462,7 +477,7 @@ def predict_files(
 
     done = []
     for path in files:
-        target = output if single else output / _output_name(path)
+        target = output if single else output / output_name(path)
         if target.exists() and not overwrite:
             done.append((path, target))
             continue

@@ -24,6 +24,7 @@ from torch import nn
 from napari_numsnet.config import PredictConfig, TrainConfig
 from napari_numsnet.data.augment import random_affine
 from napari_numsnet.data.dataset import TrainingStack, count_batches, iter_batches
+from napari_numsnet.engine import distributed
 from napari_numsnet.engine.device import amp_dtype, describe_device, seed_everything, select_device
 from napari_numsnet.engine.events import ProgressCallback, TrainEvent, TrainState
 from napari_numsnet.engine.losses import get_loss, supervised_loss
@@ -108,6 +109,10 @@ def evaluate_stacks(
             metrics.update(predicted[stack.annotated], stack.labels[stack.annotated])
         else:
             metrics.update(predicted, stack.labels)
+    if distributed.active():  # every process scored its own shard: add up the counts
+        for counts in ("tp", "fp", "fn"):
+            summed = distributed.all_reduce(getattr(metrics, counts), "sum")
+            setattr(metrics, counts, summed.astype(np.int64))
     return {
         name: values["dice"]
         for name, values in metrics.summary().items()
@@ -159,8 +164,11 @@ def fit(
     names = label_names(class_names, cfg.num_classes, cfg.exclusive)
     device = select_device(config.device)
     seed_everything(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
-    model = model.to(device)
+    rank = torch.distributed.get_rank() if distributed.active() else 0
+    generator = torch.Generator().manual_seed(config.seed + rank)
+    net = model.to(device)
+    # Under torchrun: DistributedDataParallel; ``net`` stays the plain model.
+    model = distributed.wrap(net, device) if distributed.active() else net
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     if optimizer_state:
         optimizer.load_state_dict(optimizer_state)
@@ -169,7 +177,7 @@ def fit(
     loss_fn = get_loss(config.loss)
     dtype = amp_dtype(device) if config.amp else None
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
-    ordered = bool(getattr(model, "sequential", False))
+    ordered = bool(getattr(net, "sequential", False))
 
     record = copy.deepcopy(record or {})  # never touch the caller's (a checkpoint's) record
     record.setdefault("epochs", [])
@@ -181,12 +189,14 @@ def fit(
         class_names=names,
     )
     first_epoch = int(record.get("epochs_done", 0)) + 1
-    volumetric = bool(getattr(model, "volumetric", False))
+    volumetric = bool(getattr(net, "volumetric", False))
     if volumetric:
-        depth = window_depth(model, max(len(s.images) for s in train_stacks))
+        depth = window_depth(net, max(len(s.images) for s in train_stacks))
         steps_per_epoch = count_subvolume_batches(train_stacks, config.batch_size)
     else:
         steps_per_epoch = count_batches(train_stacks, config.batch_size, ordered)
+    if distributed.active():  # every process must take the same number of steps
+        steps_per_epoch = int(distributed.all_reduce(steps_per_epoch, "min"))
     total = steps_per_epoch * config.epochs
     emit = callback or (lambda event: None)
     stop = stop_event or threading.Event()
@@ -194,94 +204,111 @@ def fit(
 
     state, step = TrainState.DONE, 0
     run_start = time.perf_counter()
-    for epoch in range(first_epoch, first_epoch + config.epochs):
-        model.train()
-        losses: list[float] = []
-        seen, epoch_start = 0, time.perf_counter()
-        carry = None
-        batches = (
-            iter_subvolumes(train_stacks, depth, config.batch_size, generator)
-            if volumetric
-            else iter_batches(train_stacks, config.batch_size, ordered, generator)
-        )
-        for batch in batches:
-            if stop.is_set():
-                state = TrainState.STOPPED
-                break
-            step_start = time.perf_counter()
-            images = batch.images.to(device, non_blocking=True)
-            labels = batch.labels.to(device, non_blocking=True)
-            mask = getattr(batch, "mask", None)
-            mask = None if mask is None else mask.to(device, non_blocking=True)
-            if config.augment and not volumetric:  # 3D sub-volumes are not augmented
-                images, labels = random_affine(images, labels, generator, same_for_batch=ordered)
-            # The carry is only meaningful when consecutive batches share one geometry.
-            use_carry = ordered and batch.continues and not config.augment
-            autocast = (
-                torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+    try:
+        for epoch in range(first_epoch, first_epoch + config.epochs):
+            model.train()
+            losses: list[float] = []
+            seen, epoch_start = 0, time.perf_counter()
+            carry = None
+            batches = (
+                iter_subvolumes(train_stacks, depth, config.batch_size, generator)
+                if volumetric
+                else iter_batches(train_stacks, config.batch_size, ordered, generator)
             )
-            with autocast:
-                out = model(images, carry if use_carry else None)
-                loss = supervised_loss(loss_fn, out, labels, cfg.exclusive, mask)
-            if not math.isfinite(float(loss.detach())):
-                raise NumsnetError(
-                    f"The training loss became {float(loss.detach())} at epoch {epoch}.",
-                    "Lower the learning rate, or check the image for extreme values.",
+            for index, batch in enumerate(batches):
+                if index == steps_per_epoch:  # shards of unequal size: stop together
+                    break
+                stopping = stop.is_set()
+                if distributed.active():  # one process's stop stops them all
+                    stopping = bool(distributed.all_reduce(float(stopping), "sum") > 0)
+                if stopping:
+                    state = TrainState.STOPPED
+                    break
+                step_start = time.perf_counter()
+                images = batch.images.to(device, non_blocking=True)
+                labels = batch.labels.to(device, non_blocking=True)
+                mask = getattr(batch, "mask", None)
+                mask = None if mask is None else mask.to(device, non_blocking=True)
+                if config.augment and not volumetric:  # 3D sub-volumes are not augmented
+                    images, labels = random_affine(
+                        images, labels, generator, same_for_batch=ordered
+                    )
+                # The carry is only meaningful when consecutive batches share one geometry.
+                use_carry = ordered and batch.continues and not config.augment
+                autocast = (
+                    torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
                 )
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                optimizer.step()
-            carry = None if out.carry is None else {k: v.detach() for k, v in out.carry.items()}
-            step += 1
-            seen += len(images)
-            losses.append(float(loss.detach()))
+                with autocast:
+                    out = model(images, carry if use_carry else None)
+                    loss = supervised_loss(loss_fn, out, labels, cfg.exclusive, mask)
+                if not math.isfinite(float(loss.detach())):
+                    raise NumsnetError(
+                        f"The training loss became {float(loss.detach())} at epoch {epoch}.",
+                        "Lower the learning rate, or check the image for extreme values.",
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    loss.backward()
+                    optimizer.step()
+                carry = (
+                    None if out.carry is None else {k: v.detach() for k, v in out.carry.items()}
+                )
+                step += 1
+                seen += len(images)
+                losses.append(float(loss.detach()))
+                emit(
+                    TrainEvent(
+                        "step",
+                        epoch,
+                        step,
+                        total,
+                        loss=losses[-1],
+                        slices_per_second=len(images)
+                        / max(time.perf_counter() - step_start, 1e-9),
+                    )
+                )
+            if state is TrainState.STOPPED and not losses:
+                break
+            elapsed = time.perf_counter() - epoch_start
+            evaluate = val_stacks or distributed.active()  # a collective: all take part
+            val_dice = evaluate_stacks(net, val_stacks, names, device) if evaluate else {}
+            entry = {
+                "epoch": epoch,
+                "loss": float(distributed.all_reduce(np.mean(losses), "mean")),
+                "val_dice": val_dice,
+                "seconds": elapsed,
+                "slices_per_second": seen / max(elapsed, 1e-9),
+                "complete": state is not TrainState.STOPPED,
+            }
+            record["epochs"].append(entry)
+            record["epochs_done"] = epoch
             emit(
                 TrainEvent(
-                    "step",
+                    "epoch",
                     epoch,
                     step,
                     total,
-                    loss=losses[-1],
-                    slices_per_second=len(images) / max(time.perf_counter() - step_start, 1e-9),
+                    loss=entry["loss"],
+                    val_dice=val_dice,
+                    slices_per_second=entry["slices_per_second"],
+                    state=state,
                 )
             )
-        if state is TrainState.STOPPED and not losses:
-            break
-        elapsed = time.perf_counter() - epoch_start
-        val_dice = evaluate_stacks(model, val_stacks, names, device) if val_stacks else {}
-        entry = {
-            "epoch": epoch,
-            "loss": float(np.mean(losses)),
-            "val_dice": val_dice,
-            "seconds": elapsed,
-            "slices_per_second": seen / max(elapsed, 1e-9),
-            "complete": state is not TrainState.STOPPED,
-        }
-        record["epochs"].append(entry)
-        record["epochs_done"] = epoch
-        emit(
-            TrainEvent(
-                "epoch",
-                epoch,
-                step,
-                total,
-                loss=entry["loss"],
-                val_dice=val_dice,
-                slices_per_second=entry["slices_per_second"],
-                state=state,
-            )
-        )
-        if state is TrainState.STOPPED:
-            break
+            if state is TrainState.STOPPED:
+                break
+
+    except RuntimeError as exc:
+        if distributed.active() and distributed.is_peer_failure(exc):
+            raise distributed.failed_peer(exc) from exc
+        raise
 
     record["seconds"] = float(record.get("seconds", 0.0)) + time.perf_counter() - run_start
     record["state"] = state.value
-    model = model.cpu().eval()
+    model = net.cpu().eval()
     message = "stopped by the user" if state is TrainState.STOPPED else "done"
     emit(
         TrainEvent(

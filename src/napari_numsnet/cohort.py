@@ -1,0 +1,555 @@
+"""Cohort prediction: segment thousands of stacks with several worker processes.
+
+Every input stack becomes one job. A job's result is written atomically (the label
+stack with the input's geometry), then its status record ``<output>/.numsnet-status/
+<name>.json`` (status, class volumes in mL, timing, worker, pid), also atomically. A
+stack whose output and ``done`` status both exist is skipped, so a cohort run that was
+interrupted (a killed worker, a power cut) is restarted with the same command and
+finishes the rest without redoing or corrupting anything. ``manifest.csv`` in the
+output folder summarises every job.
+
+Workers are spawned processes (CUDA cannot be forked), one per GPU by default, or
+several CPU processes sharing the cores. Each worker talks to the parent through its
+own pipe, so a worker killed at any moment cannot corrupt a shared queue; the stack it
+was predicting is marked ``failed`` and the others carry on.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import multiprocessing as mp
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_numsnet.config import PredictConfig
+from napari_numsnet.errors import NumsnetError
+from napari_numsnet.io.atomic import atomic_write_bytes
+
+STATUS_FOLDER = ".numsnet-status"
+MANIFEST_NAME = "manifest.csv"
+
+
+@dataclass(frozen=True)
+class CohortJob:
+    """One stack of the cohort: where it comes from and where its results go."""
+
+    input: Path
+    output: Path
+    status: Path
+
+    @property
+    def name(self) -> str:
+        return self.output.name
+
+
+@dataclass
+class CohortSummary:
+    """What a cohort run did; ``records`` holds one status record per job, input order."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    manifest: Path | None = None
+
+    def count(self, status: str) -> int:
+        return sum(r["status"] == status for r in self.records)
+
+    @property
+    def done(self) -> int:
+        return self.count("done")
+
+    @property
+    def failed(self) -> int:
+        return self.count("failed")
+
+    @property
+    def skipped(self) -> int:
+        return sum(bool(r.get("skipped")) for r in self.records)
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def read_input_list(path: str | Path) -> list[Path]:
+    """Paths listed one per line in a text file (``#`` starts a comment).
+
+    Relative paths are taken relative to the list file's folder.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise NumsnetError(
+            f"The input list {path} does not exist.",
+            "Give a text file with one image path per line.",
+        )
+    items = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            item = Path(line)
+            items.append(item if item.is_absolute() else path.parent / item)
+    if not items:
+        raise NumsnetError(f"The input list {path} names no file.", "Add one path per line.")
+    return items
+
+
+def plan_cohort(inputs: Sequence[str | Path], output: str | Path) -> list[CohortJob]:
+    """One job per stack of ``inputs`` (files, or folders searched one level deep).
+
+    Raises
+    ------
+    NumsnetError
+        No stack found, an input missing, or two inputs that would write the same
+        output file (same file name in different folders).
+    """
+    from napari_numsnet.pipeline import output_name, stack_files
+
+    output = Path(output)
+    status_folder = output / STATUS_FOLDER
+    files = stack_files(inputs)
+    targets = {(output / output_name(p)).resolve() for p in files}
+    files = [p for p in files if p.resolve() not in targets]  # outputs of an earlier run
+    jobs, seen = [], {}
+    for path in files:
+        name = output_name(path)
+        if name in seen:
+            raise NumsnetError(
+                f"{seen[name]} and {path} would both be written to {output / name}.",
+                "Rename one of them, or predict the folders into separate outputs.",
+            )
+        seen[name] = path
+        jobs.append(CohortJob(path, output / name, status_folder / f"{name}.json"))
+    return jobs
+
+
+def read_status(job: CohortJob) -> dict[str, Any] | None:
+    """The job's status record, or ``None`` when there is none or it cannot be read."""
+    try:
+        return json.loads(job.status.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def is_done(job: CohortJob) -> bool:
+    """The output exists and its status record says ``done``."""
+    status = read_status(job)
+    return job.output.is_file() and status is not None and status.get("status") == "done"
+
+
+def _write_status(job: CohortJob, record: dict[str, Any]) -> None:
+    atomic_write_bytes(job.status, json.dumps(record, indent=1).encode("utf-8"))
+
+
+def _remove_stale_temporaries(jobs: Sequence[CohortJob]) -> None:
+    """Delete the temporary files a killed worker may have left beside the outputs."""
+    folders = {job.output.parent for job in jobs} | {job.status.parent for job in jobs}
+    for folder in folders:
+        for tmp in folder.glob(".*.tmp*"):
+            if tmp.is_file():
+                tmp.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------- one volume
+
+
+def class_value_names(predictor: Any) -> dict[int, str]:
+    """Label value -> class name for the predictor's classes (background left out)."""
+    model_config = (
+        predictor.model_config
+        if hasattr(predictor, "model_config")
+        else predictor.inner.model_config
+    )
+    names = list(predictor.class_names)
+    if model_config.exclusive:
+        return {v: names[v] for v in range(1, len(names))}
+    if len(names) == model_config.num_classes:  # one name per independent plane
+        return {v + 1: names[v] for v in range(len(names))}
+    return {v: names[v] for v in range(1, len(names))}
+
+
+def class_volumes_ml(
+    labels: np.ndarray, spacing_mm: Sequence[float], values: dict[int, str]
+) -> dict[str, float]:
+    """Volume of every class in millilitres.
+
+    Parameters
+    ----------
+    labels
+        ``(Z, H, W)`` integer label stack.
+    spacing_mm
+        Voxel size ``(z, h, w)`` in mm.
+    values
+        Label value -> class name.
+    """
+    voxel_ml = float(np.prod(spacing_mm)) / 1000.0
+    counts = np.bincount(labels.ravel().astype(np.int64), minlength=max(values, default=0) + 1)
+    return {name: float(counts[v]) * voxel_ml for v, name in values.items()}
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+Predict = Callable[[np.ndarray], Any]
+
+
+def make_predict(predictor: Any, config: PredictConfig, probabilities: bool) -> Predict:
+    """``image (Z, H, W) -> Prediction`` for a checkpoint (model built once) or a cascade."""
+    from napari_numsnet.engine.checkpoint import Checkpoint
+    from napari_numsnet.engine.predict import predict_volume
+
+    if isinstance(predictor, Checkpoint):
+        model = predictor.build_model()
+
+        def run(image: np.ndarray) -> Any:
+            return predict_volume(
+                model, image, predictor.preprocess, config, return_probabilities=probabilities
+            )
+
+        return run
+    return lambda image: predictor.predict(image, config, probabilities=probabilities)
+
+
+def predict_job(
+    predict: Predict, job: CohortJob, values: dict[int, str], stack_axis: int | None
+) -> dict[str, Any]:
+    """Predict one stack, write its labels (and probabilities) atomically.
+
+    Returns the result part of its status record: slices, spacing, class volumes in
+    mL (``values``: label value -> class name) and seconds.
+    """
+    from napari_numsnet.io.atomic import atomic_path
+    from napari_numsnet.io.labels import write_labels
+    from napari_numsnet.io.volume import read_volume
+
+    start = time.perf_counter()
+    volume = read_volume(job.input, stack_axis=stack_axis)
+    result = predict(volume.data)
+    write_labels(job.output, result.labels, volume.meta)
+    if result.probabilities is not None:
+        target = job.output.with_name(job.output.name.split(".")[0] + "_probabilities.npy")
+        with atomic_path(target) as tmp:
+            np.save(tmp, result.probabilities)
+    return {
+        "status": "done",
+        "slices": int(volume.data.shape[0]),
+        "spacing_mm": [float(s) for s in volume.meta.spacing],
+        "spacing_known": volume.meta.source_format == "nifti",
+        "volumes_ml": class_volumes_ml(result.labels, volume.meta.spacing, values),
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+
+
+class _Runner:
+    """Runs jobs in this process with one predictor, writing the status records."""
+
+    def __init__(
+        self,
+        predictor: Any,
+        config: PredictConfig,
+        stack_axis: int | None,
+        probabilities: bool,
+        worker: int,
+    ) -> None:
+        self.predict = make_predict(predictor, config, probabilities)
+        self.values = class_value_names(predictor)
+        self.stack_axis = stack_axis
+        self.base = {"worker": worker, "pid": os.getpid(), "device": config.device}
+
+    def __call__(self, job: CohortJob) -> dict[str, Any]:
+        """Run one job; a failing stack is recorded and never stops the cohort."""
+        base = {"input": str(job.input), "output": str(job.output), **self.base}
+        base["started"] = _now()
+        _write_status(job, {**base, "status": "running"})
+        try:
+            record = {**base, **predict_job(self.predict, job, self.values, self.stack_axis)}
+        except Exception as exc:
+            record = {**base, "status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+        record["finished"] = _now()
+        _write_status(job, record)
+        return record
+
+
+# --------------------------------------------------------------------------- workers
+
+
+def _worker_main(
+    worker: int,
+    checkpoint_path: str,
+    config: dict[str, Any],
+    threads: int,
+    stack_axis: int | None,
+    probabilities: bool,
+    conn: Connection,
+) -> None:
+    """Entry point of a worker process: receive jobs on ``conn``, answer with records."""
+    import torch
+
+    from napari_numsnet.cascade import load_predictor
+
+    torch.set_num_threads(threads)
+    try:
+        predictor = load_predictor(checkpoint_path)
+        run = _Runner(
+            predictor, PredictConfig.from_dict(config), stack_axis, probabilities, worker
+        )
+    except Exception as exc:
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        return
+    conn.send(("ready", os.getpid()))
+    while True:
+        job = conn.recv()
+        if job is None:
+            return
+        conn.send(("record", run(job)))
+
+
+def worker_devices(device: str, workers: int | None) -> list[str]:
+    """The device of each worker: one per GPU by default, else CPU processes.
+
+    ``device="auto"`` uses every CUDA GPU (one worker each unless ``workers`` says
+    otherwise, round-robin), else one worker on MPS, else one CPU worker.
+    """
+    import torch
+
+    if workers is not None and workers < 1:
+        raise NumsnetError(f"--workers must be 1 or more, got {workers}.", "Use --workers 1.")
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if device in ("auto", "cuda") and gpus:
+        count = workers or gpus
+        return [f"cuda:{i % gpus}" for i in range(count)]
+    if device == "auto":
+        from napari_numsnet.engine.device import select_device
+
+        device = select_device("auto").type
+    return [device] * (workers or 1)
+
+
+ProgressCallback = Callable[[dict[str, Any], int, int], None]
+
+
+def predict_cohort(
+    checkpoint_path: str | Path,
+    inputs: Sequence[str | Path],
+    output: str | Path,
+    config: PredictConfig = PredictConfig(),
+    workers: int | None = None,
+    stack_axis: int | None = None,
+    probabilities: bool = False,
+    overwrite: bool = False,
+    progress: ProgressCallback | None = None,
+) -> CohortSummary:
+    """Segment every stack of ``inputs`` into the folder ``output``.
+
+    Parameters
+    ----------
+    checkpoint_path
+        A ``*.numsnet.pt`` checkpoint or a cascade; each worker loads it itself.
+    inputs
+        Files and folders (searched one level deep).
+    output
+        Output folder: ``<name>_labels.<ext>`` per stack, the status records and
+        ``manifest.csv``.
+    config
+        How to predict; ``config.device`` chooses the workers' devices (see
+        :func:`worker_devices`).
+    workers
+        Worker processes; default one per GPU, or one on CPU. With one worker the
+        stacks are predicted in this process.
+    overwrite
+        Predict stacks that are already done again.
+    progress
+        Called as ``progress(record, finished, total)`` after each stack.
+
+    Returns
+    -------
+    CohortSummary
+        One record per stack (``done``, ``failed`` or ``pending``).
+    """
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / STATUS_FOLDER).mkdir(exist_ok=True)
+    jobs = plan_cohort(inputs, output)
+    _remove_stale_temporaries(jobs)
+    records: dict[CohortJob, dict[str, Any]] = {}
+    todo = []
+    for job in jobs:
+        if not overwrite and is_done(job):
+            records[job] = {**(read_status(job) or {}), "skipped": True}
+        else:
+            todo.append(job)
+    total, finished = len(jobs), len(records)
+
+    def collect(job: CohortJob, record: dict[str, Any]) -> None:
+        nonlocal finished
+        records[job] = record
+        finished += 1
+        if progress is not None:
+            progress(record, finished, total)
+
+    devices = worker_devices(config.device, workers)[: max(1, len(todo))]
+    if len(devices) == 1:
+        _predict_inline(
+            checkpoint_path,
+            todo,
+            config.replace(device=devices[0]),
+            stack_axis,
+            probabilities,
+            collect,
+        )
+    elif todo:
+        _predict_in_workers(
+            checkpoint_path, todo, config, devices, stack_axis, probabilities, collect
+        )
+    summary = CohortSummary(
+        records=[
+            records.get(
+                job, {"input": str(job.input), "output": str(job.output), "status": "pending"}
+            )
+            for job in jobs
+        ]
+    )
+    summary.manifest = write_manifest(output / MANIFEST_NAME, summary.records)
+    return summary
+
+
+def _predict_inline(checkpoint_path, jobs, config, stack_axis, probabilities, collect) -> None:
+    from napari_numsnet.cascade import load_predictor
+
+    if not jobs:
+        return
+    run = _Runner(load_predictor(checkpoint_path), config, stack_axis, probabilities, worker=0)
+    for job in jobs:
+        collect(job, run(job))
+
+
+def _predict_in_workers(
+    checkpoint_path, jobs, config, devices, stack_axis, probabilities, collect
+) -> None:
+    """Hand the jobs out one at a time to spawned workers until none is left."""
+    ctx = mp.get_context("spawn")
+    cpu_workers = sum(d == "cpu" for d in devices)
+    threads = max(1, (os.cpu_count() or 1) // max(1, cpu_workers))
+    pending = list(reversed(jobs))
+    conns: dict[Connection, int] = {}
+    processes, in_flight = [], {}
+    for index, device in enumerate(devices):
+        parent, child = ctx.Pipe()
+        process = ctx.Process(
+            target=_worker_main,
+            args=(
+                index,
+                str(checkpoint_path),
+                config.replace(device=device).to_dict(),
+                threads,
+                stack_axis,
+                probabilities,
+                child,
+            ),
+            daemon=True,
+        )
+        process.start()
+        child.close()
+        processes.append(process)
+        conns[parent] = index
+    errors = []
+
+    def hand_out(conn: Connection, index: int) -> None:
+        if pending:
+            in_flight[index] = pending.pop()
+            conn.send(in_flight[index])
+        else:
+            in_flight.pop(index, None)
+            conn.send(None)
+
+    try:
+        while conns:
+            for conn in wait(list(conns)):
+                index = conns[conn]
+                try:
+                    kind, payload = conn.recv()
+                except (EOFError, OSError):  # the worker died
+                    del conns[conn]
+                    processes[index].join(timeout=5)
+                    job = in_flight.pop(index, None)
+                    if job is not None:
+                        record = {
+                            "input": str(job.input),
+                            "output": str(job.output),
+                            "status": "failed",
+                            "worker": index,
+                            "pid": processes[index].pid,
+                            "finished": _now(),
+                            "error": f"worker {index} (pid {processes[index].pid}) ended "
+                            f"with exit code {processes[index].exitcode} while "
+                            "predicting this stack; run the command again to retry",
+                        }
+                        _write_status(job, record)
+                        collect(job, record)
+                    continue
+                if kind == "error":
+                    errors.append(payload)
+                    del conns[conn]
+                    continue
+                if kind == "record":
+                    collect(in_flight[index], payload)
+                hand_out(conn, index)
+    finally:
+        for process in processes:
+            process.join(timeout=10)
+            if process.is_alive():
+                process.terminate()
+    if errors and len(errors) == len(devices):
+        raise NumsnetError(
+            f"No worker could load the checkpoint: {errors[0]}",
+            "Check the --checkpoint path and that it was made by numsnet.",
+        )
+
+
+# --------------------------------------------------------------------------- manifest
+
+
+def write_manifest(path: str | Path, records: Sequence[dict[str, Any]]) -> Path:
+    """Write ``manifest.csv`` atomically: one row per stack, one ``<class>_ml`` column
+    per class, and the timing."""
+    classes: list[str] = []
+    for record in records:
+        for name in record.get("volumes_ml", {}):
+            if name not in classes:
+                classes.append(name)
+    columns = [
+        "input",
+        "output",
+        "status",
+        "slices",
+        "spacing_z_mm",
+        "spacing_y_mm",
+        "spacing_x_mm",
+        "spacing_known",
+        *(f"{c}_ml" for c in classes),
+        "seconds",
+        "worker",
+        "pid",
+        "device",
+        "started",
+        "finished",
+        "error",
+    ]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    for record in records:
+        row = dict(record)
+        for axis, value in zip("zyx", record.get("spacing_mm", ()), strict=False):
+            row[f"spacing_{axis}_mm"] = value
+        for name, ml in record.get("volumes_ml", {}).items():
+            row[f"{name}_ml"] = f"{ml:.3f}"
+        writer.writerow(row)
+    return atomic_write_bytes(path, buffer.getvalue().encode("utf-8"))
