@@ -158,7 +158,7 @@ def summarize(records: list[dict[str, Any]], class_names: list[str]) -> str:
     for metric in ("dice", "iou", "precision", "recall"):
         rows = []
         for (regime, model), runs in sorted(
-            groups.items(), key=lambda kv: (kv[0][0] != "few", common.ALL_MODELS.index(kv[0][1]))
+            groups.items(), key=lambda kv: (kv[0][0] != "few", common.order(kv[0][1]))
         ):
             cells = []
             for c in foreground:
@@ -167,7 +167,7 @@ def summarize(records: list[dict[str, Any]], class_names: list[str]) -> str:
             cells.append(common.fmt(*common.mean_std(means)))
             minutes = np.mean([r["train_seconds"] for r in runs]) / 60
             label = "10% slices" if regime == "few" else "all slices"
-            rows.append([common.TITLES[model], label, *cells, f"{minutes:.1f}"])
+            rows.append([common.title(model), label, *cells, f"{minutes:.1f}"])
         header = ["model", "annotated", *foreground, "mean", "train min/run"]
         out.append(f"**{metric}** (mean ± std over seeds, (n) seeds)\n\n")
         out.append(common.markdown_table(header, rows) + "\n\n")

@@ -26,7 +26,9 @@ DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results"
 
 #: The models of the registry, in the order of the tables.
 ALL_MODELS = ("unet", "wunet", "unetpp", "numsnet", "nums_all", "drsegunet")
-#: Table titles of the registry names.
+#: The other systems of the registry (UNet#, CHS-Net's RAIU-Net, the 3D MSDS-UNet).
+OTHER_MODELS = ("unetsharp", "raiunet", "msdsunet")
+#: Table titles of the registry names and of the benchmark-only rows.
 TITLES = {
     "unet": "UNet",
     "wunet": "wUNet",
@@ -34,7 +36,27 @@ TITLES = {
     "numsnet": "NUMSnet",
     "nums_all": "NUMS-all",
     "drsegunet": "DRSegUNet",
+    "unetsharp": "UNet#",
+    "unetsharp_fast4": "UNet# fast, head X(0,4)",
+    "unetsharp_fast3": "UNet# fast, head X(0,3)",
+    "unetsharp_fast2": "UNet# fast, head X(0,2)",
+    "unetsharp_fast1": "UNet# fast, head X(0,1)",
+    "raiunet": "RAIU-Net",
+    "cascade:raiunet+raiunet": "CHS-Net cascade (RAIU-Net + RAIU-Net)",
+    "msdsunet": "MSDS-UNet",
 }
+#: Row order of the tables (names not listed come last).
+TABLE_ORDER = tuple(TITLES)
+
+
+def order(model: str) -> int:
+    """Position of ``model`` in the tables."""
+    return TABLE_ORDER.index(model) if model in TABLE_ORDER else len(TABLE_ORDER)
+
+
+def title(model: str) -> str:
+    """Table title of ``model`` (the name itself when it has none)."""
+    return TITLES.get(model, model)
 
 
 def base_parser(description: str) -> argparse.ArgumentParser:

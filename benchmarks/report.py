@@ -28,12 +28,8 @@ PUBLISHED_COVID = [
 ]
 
 
-def _order(model: str) -> int:
-    return common.ALL_MODELS.index(model) if model in common.ALL_MODELS else 99
-
-
-def _title(model: str) -> str:
-    return common.TITLES.get(model, model)
+_order = common.order
+_title = common.title
 
 
 def acdc_section(records: list[dict[str, Any]], out: Path) -> str:
@@ -161,16 +157,22 @@ def speed_section(records: list[dict[str, Any]], out: Path, name: str) -> str:
         return ""
     rows = []
     for r in sorted(records, key=lambda r: (r["widths"], r["size"], _order(r["model"]))):
+        name = _title(r["model"])
+        if "depth" in r:
+            name += f" (3D, {r['depth']}-slice sub-volume)"
+        peak = f"{r.get('train_peak_bytes', r['infer_peak_bytes']) / 2**20:.0f}"
+        if "train_slices_per_s" not in r:
+            peak += " (infer)"
         row = [
-            _title(r["model"]),
+            name,
             r["widths"],
             r["size"],
             r["variant"],
             f"{r['params'] / 1e6:.2f}",
             f"{r['flops_forward'] / 1e9:.1f}",
             f"{r['infer_slices_per_s']:.2f}",
-            f"{r.get('train_slices_per_s', float('nan')):.3f}",
-            f"{r.get('train_peak_bytes', r['infer_peak_bytes']) / 2**20:.0f}",
+            f"{r['train_slices_per_s']:.3f}" if "train_slices_per_s" in r else "n/a",
+            peak,
             f"{r['infer_slices_per_s'] * r['flops_forward'] / 1e9:.1f}",
         ]
         if "infer_mfu" in r:

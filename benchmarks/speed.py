@@ -12,6 +12,15 @@ the achieved FLOP/s over the GPU's peak for the variant's precision.
 
     python benchmarks/speed.py --sizes 256,512 --widths paper --threads 2
 
+Two kinds of rows need more than a registry name:
+
+- ``unetsharp_fast1`` .. ``unetsharp_fast4``: UNet# in its fast (pruned) mode, keeping
+  only head X(0,k) and the nodes it needs at inference. Training always runs the whole
+  network (every head is supervised), so these rows time inference only.
+- 3D models (``msdsunet``) take a sub-volume ``(batch, 1, --depth, S, S)``; FLOPs,
+  slices/s and memory are for that sub-volume, FLOPs divided by ``--depth`` to give a
+  per-slice figure and slices/s counting the ``--depth`` slices of each sub-volume.
+
 Results: one JSON line per (model, size, variant) in ``<out>/speed.jsonl``.
 """
 
@@ -49,11 +58,47 @@ CUDA_VARIANTS = ("fp32", "cudnn_benchmark", "channels_last", "bf16", "compile")
 NUM_CLASSES = 4
 
 
+#: Pseudo model names: UNet# in fast mode, pruned to head X(0,k).
+PRUNED_PREFIX = "unetsharp_fast"
+
+
+def pruned_level(name: str) -> int | None:
+    """``unetsharp_fast2`` -> 2; ``None`` for a plain registry name."""
+    if not name.startswith(PRUNED_PREFIX):
+        return None
+    level = int(name[len(PRUNED_PREFIX) :] or 1)
+    if not 1 <= level <= 4:
+        raise SystemExit(f"{name}: the UNet# prune level is 1..4")
+    return level
+
+
 def build(name: str, widths: str) -> nn.Module:
-    """A registry model at the paper's widths (``paper``) or the fast preset's (``fast``)."""
+    """A registry model at the paper's widths (``paper``) or the fast preset's (``fast``).
+
+    ``unetsharp_fastK`` is UNet# set to its fast mode, pruned to head X(0,K).
+    """
+    level = pruned_level(name)
+    registry_name = "unetsharp" if level else name
     if widths == "paper":
-        return create_model(ModelConfig(name, num_classes=NUM_CLASSES))
-    return create_model(model_for_preset(name, NUM_CLASSES, PRESETS[widths]))
+        model = create_model(ModelConfig(registry_name, num_classes=NUM_CLASSES))
+    else:
+        model = create_model(model_for_preset(registry_name, NUM_CLASSES, PRESETS[widths]))
+    if level:
+        model.supervision_mode = "fast"
+        model.prune_level = level
+    return model
+
+
+def input_shape(model: nn.Module, batch: int, size: int, depth: int) -> tuple[int, ...]:
+    """``(batch, 1, S, S)``, or ``(batch, 1, depth, S, S)`` for a 3D model."""
+    if getattr(model, "volumetric", False):
+        return (batch, 1, depth, size, size)
+    return (batch, 1, size, size)
+
+
+def slices_per_sample(model: nn.Module, depth: int) -> int:
+    """Slices in one input sample: ``depth`` for a 3D model, 1 otherwise."""
+    return depth if getattr(model, "volumetric", False) else 1
 
 
 def logits_of(output: Any) -> torch.Tensor:
@@ -65,19 +110,30 @@ def logits_of(output: Any) -> torch.Tensor:
     return output.logits
 
 
-def count_flops(factory: Callable[[], nn.Module], size: int) -> tuple[int, int]:
-    """FLOPs of one slice ``(1, 1, size, size)``: forward, and forward + backward."""
-    with torch.device("meta"):
-        model = factory()
-    x = torch.zeros(1, 1, size, size, device="meta")
+def count_flops(factory: Callable[[], nn.Module], size: int, depth: int = 16) -> tuple[int, int]:
+    """FLOPs of one slice ``(1, 1, size, size)``: forward, and forward + backward.
+
+    The forward is counted in eval mode (what inference runs: UNet#'s pruned mode, no
+    training-only heads), forward + backward in training mode. A 3D model gets a
+    sub-volume of ``depth`` slices and its counts are divided by ``depth``.
+    """
+    try:
+        with torch.device("meta"):
+            model = factory()
+    except RuntimeError:  # a constructor that computes with tensors (MSDS-UNet)
+        model = factory().to("meta")
+    x = torch.zeros(input_shape(model, 1, size, depth), device="meta")
+    per = slices_per_sample(model, depth)
+    model.eval()
     counter = FlopCounterMode(display=False)
     with counter:
         logits_of(model(x)).sum()
     forward = counter.get_total_flops()
+    model.train()
     counter = FlopCounterMode(display=False)
     with counter:
         logits_of(model(x)).sum().backward()
-    return int(forward), int(counter.get_total_flops())
+    return int(forward) // per, int(counter.get_total_flops()) // per
 
 
 def _peak_reset(device: torch.device) -> None:
@@ -113,22 +169,32 @@ def measure(
     warmup: int,
     iters: int,
     train_iters: int,
+    depth: int = 16,
 ) -> dict[str, Any]:
-    """Inference and training slices/s and peak memory of one model, size and variant."""
+    """Inference and training slices/s and peak memory of one model, size and variant.
+
+    A 3D model runs on sub-volumes of ``depth`` slices; its slices/s count every slice.
+    """
     torch.manual_seed(0)
     flags = set(CUDA_VARIANTS[: CUDA_VARIANTS.index(variant) + 1]) if variant else {"fp32"}
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = "cudnn_benchmark" in flags
-    fmt = torch.channels_last if "channels_last" in flags else torch.contiguous_format
-    model = factory().to(device).to(memory_format=fmt)
+    model = factory()
+    channels_last = (
+        torch.channels_last_3d if slices_per_sample(model, 2) > 1 else torch.channels_last
+    )
+    fmt = channels_last if "channels_last" in flags else torch.contiguous_format
+    model = model.to(device).to(memory_format=fmt)
     step_model = torch.compile(model) if "compile" in flags else model
     autocast = (
         (lambda: torch.autocast(device.type, dtype=torch.bfloat16))
         if "bf16" in flags
         else contextlib.nullcontext
     )
-    x = torch.rand(batch, 1, size, size, device=device).to(memory_format=fmt)
-    target = torch.randint(0, NUM_CLASSES, (batch, size, size), device=device)
+    shape = input_shape(model, batch, size, depth)
+    slices = batch * slices_per_sample(model, depth)
+    x = torch.rand(shape, device=device).to(memory_format=fmt)
+    target = torch.randint(0, NUM_CLASSES, (shape[0], *shape[2:]), device=device)
     result: dict[str, Any] = {}
 
     model.eval()
@@ -144,7 +210,7 @@ def measure(
                 logits_of(step_model(x))
         _sync(device)
     seconds = time.perf_counter() - start
-    result["infer_slices_per_s"] = batch * iters / seconds
+    result["infer_slices_per_s"] = slices * iters / seconds
     result["infer_peak_bytes"] = _peak_bytes(device)
 
     if train_iters > 0:
@@ -168,7 +234,7 @@ def measure(
             step()
         _sync(device)
         seconds = time.perf_counter() - start
-        result["train_slices_per_s"] = batch * train_iters / seconds
+        result["train_slices_per_s"] = slices * train_iters / seconds
         result["train_peak_bytes"] = _peak_bytes(device)
     gc.collect()
     if device.type == "cuda":
@@ -201,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iters", type=int, default=2, help="timed inference iterations")
     parser.add_argument("--train-iters", type=int, default=2, help="timed training steps")
     parser.add_argument("--variants", default=None, help="CUDA: default all, cumulative")
+    parser.add_argument("--depth", type=int, default=16, help="3D models: sub-volume slices")
     parser.add_argument("--name", default="speed", help="results file stem")
     args = parser.parse_args(argv)
     common.set_threads(args.threads)
@@ -222,8 +289,13 @@ def main(argv: list[str] | None = None) -> int:
         for size in common.int_list(args.sizes):
             for name in common.csv_list(args.models):
                 factory = lambda n=name, w=widths: build(n, w)  # noqa: E731
-                forward, train = count_flops(factory, size)
-                params = keras_parameter_count(factory())
+                forward, train = count_flops(factory, size, args.depth)
+                probe = factory()
+                params = keras_parameter_count(probe)
+                volumetric = bool(getattr(probe, "volumetric", False))
+                # A pruned UNet# trains as the whole network: time its inference only.
+                train_iters = 0 if pruned_level(name) else args.train_iters
+                del probe
                 for variant in variants:
                     record = {
                         "model": name,
@@ -237,8 +309,12 @@ def main(argv: list[str] | None = None) -> int:
                         "flops_train": train,
                         "warmup": args.warmup,
                         "iters": args.iters,
-                        "train_iters": args.train_iters,
+                        "train_iters": train_iters,
                     }
+                    if volumetric:
+                        record["depth"] = args.depth
+                    if pruned_level(name):
+                        record["prune_level"] = pruned_level(name)
                     try:
                         record.update(
                             measure(
@@ -249,7 +325,8 @@ def main(argv: list[str] | None = None) -> int:
                                 variant,
                                 args.warmup,
                                 args.iters,
-                                args.train_iters,
+                                train_iters,
+                                args.depth,
                             )
                         )
                     except Exception as error:  # e.g. torch.compile without a compiler

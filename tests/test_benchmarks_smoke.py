@@ -86,6 +86,36 @@ def test_accuracy_stacks_trains_on_the_planned_slices(tmp_path):
 
 
 @needs_data
+def test_accuracy_stacks_trains_a_3d_model_through_the_pipeline(tmp_path):
+    acc = _module("accuracy_stacks")
+    args = ["--data-root", str(DATA), "--out", str(tmp_path), "--models", "msdsunet",
+            "--seeds", "0", "--patients", "1", "--eval-stacks", "1", "--epochs", "1",
+            "--size", "32"]  # fmt: skip
+    assert acc.main(args) == 0
+    (record,) = _lines(tmp_path / "accuracy_acdc.jsonl")
+    assert record["model"] == "msdsunet" and record["eval_slices"] > 0
+    assert all(0.0 <= record["scores"][n]["dice"] <= 1.0 for n in acc.ACDC_CLASSES[1:])
+    assert "| MSDS-UNet | 10% slices |" in acc.summarize([record], list(acc.ACDC_CLASSES))
+
+
+@needs_data
+def test_accuracy_covid_trains_the_cascade(tmp_path):
+    covid = _module("accuracy_covid")
+    assert covid.cascade_models("cascade:raiunet+unet") == ("raiunet", "unet")
+    assert covid.cascade_models("raiunet") is None
+    args = ["--data-root", str(DATA), "--out", str(tmp_path), "--models",
+            "cascade:raiunet+raiunet", "--seeds", "0", "--epochs", "1", "--size", "32",
+            "--limit", "2"]  # fmt: skip
+    assert covid.main(args) == 0
+    (record,) = _lines(tmp_path / "accuracy_covid.jsonl")
+    assert record["model"] == "cascade:raiunet+raiunet" and record["region_values"] == [1, 2]
+    for name in ("ground-glass", "consolidation", "infection"):
+        assert 0.0 <= record["scores"][name]["dice"] <= 1.0
+    report = _module("report")
+    assert "| CHS-Net cascade (RAIU-Net + RAIU-Net) |" in report.covid_section([record])
+
+
+@needs_data
 def test_accuracy_covid_reads_the_colour_labels(tmp_path):
     covid = _module("accuracy_covid")
     rgb = np.zeros((2, 3, 3), dtype=np.uint8)
@@ -127,6 +157,32 @@ def test_speed_measures_throughput_and_memory(tmp_path):
         assert r["infer_peak_bytes"] > 0
         # Training = forward + backward, so it costs more than the forward alone.
         assert r["flops_train"] > r["flops_forward"] > 0
+
+
+def test_speed_times_pruned_unetsharp_and_3d_subvolumes(tmp_path):
+    speed = _module("speed")
+    args = ["--out", str(tmp_path), "--models", "unetsharp,unetsharp_fast1,msdsunet",
+            "--sizes", "32", "--widths", "fast", "--iters", "1", "--train-iters", "1",
+            "--depth", "4"]  # fmt: skip
+    assert speed.main(args) == 0
+    full, pruned, volume = _lines(tmp_path / "speed.jsonl")
+    # Pruned to head X(0,1): fewer nodes computed, the same weights; inference only.
+    assert pruned["prune_level"] == 1 and pruned["params"] == full["params"]
+    assert 0 < pruned["flops_forward"] < full["flops_forward"]
+    assert "train_slices_per_s" not in pruned and full["train_slices_per_s"] > 0
+    # The 3D model runs on a 4-slice sub-volume; its FLOPs are per slice.
+    assert volume["depth"] == 4 and volume["train_slices_per_s"] > 0
+
+    class Conv3d(nn.Conv3d):
+        volumetric = True
+
+    # Conv 3x3x3, 1 -> 2 channels on a 4 x 8 x 8 sub-volume: 27 taps x 2 outputs x 64
+    # pixels MACs per slice, 2 FLOPs each.
+    forward, _ = speed.count_flops(lambda: Conv3d(1, 2, 3, padding=1, bias=False), 8, 4)
+    assert forward == 2 * 27 * 2 * 64
+    report = _module("report")
+    table = report.speed_section([full, pruned, volume], tmp_path, "speed")
+    assert "| UNet# fast, head X(0,1) |" in table and "MSDS-UNet (3D, 4-slice" in table
 
 
 def test_monai_comparison(tmp_path):

@@ -14,7 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_numsnet.config import PRESETS, PredictConfig, SamplingConfig, get_preset
+from napari_numsnet.config import (
+    DEFAULT_MODEL,
+    PRESETS,
+    PredictConfig,
+    SamplingConfig,
+    get_preset,
+)
 from napari_numsnet.errors import NumsnetError
 
 
@@ -407,7 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     presets = sorted(PRESETS)
 
     p = sub.add_parser("demo", help="the few-shot loop on the shipped CT sample")
-    p.add_argument("--model", default="numsnet")
+    p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--preset", choices=presets, help="default: paper on a GPU, fast on CPU")
     p.add_argument("--epochs", type=int)
     p.add_argument("--fraction", type=float, default=0.10, help="slices annotated (0.10)")
@@ -426,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val", help="annotated slices held out for validation")
     p.add_argument("--classes", help="class table JSON (names and colours)")
     p.add_argument("--num-classes", type=int, help="label values incl. background")
-    p.add_argument("--model", default="numsnet")
+    p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--preset", choices=presets, default="paper")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)

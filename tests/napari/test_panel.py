@@ -148,3 +148,24 @@ def test_a_deleted_panel_leaves_the_viewer_working(panel, qtbot):
     layer.paint((3, 40, 40), 1)
     viewer.layers.remove(layer)
     assert not layer.events.paint.callbacks
+
+
+def test_presets_set_the_width_scale_and_the_default_model_is_the_benchmarks_choice(panel):
+    from napari_numsnet.config import DEFAULT_MODEL, PRESETS
+    from napari_numsnet.models import get_spec
+
+    _, widget = panel
+    tab = widget.train_tab
+    settings = widget.training.settings
+    assert tab.model.currentData() == DEFAULT_MODEL == settings.model.name
+    paper_widths = get_spec(DEFAULT_MODEL).default_widths
+
+    tab.preset.setCurrentText("fast")
+    assert tab.width_scale.currentText() == "1/2"
+    assert settings.model.widths == tuple(round(w * 0.5) for w in paper_widths)
+    assert settings.preprocess.size == PRESETS["fast"].preprocess.size
+
+    tab.preset.setCurrentText("paper")
+    assert tab.width_scale.currentText() == "1 (paper)"
+    assert settings.model.widths is None
+    assert settings.training.epochs == PRESETS["paper"].train.epochs

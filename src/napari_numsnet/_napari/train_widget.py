@@ -20,7 +20,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_numsnet.config import PRESETS
+from napari_numsnet.config import DEFAULT_MODEL, PRESETS
 from napari_numsnet.engine.device import available_devices, describe_device, select_device
 from napari_numsnet.engine.events import TrainEvent, TrainState
 from napari_numsnet.errors import NumsnetError
@@ -48,7 +48,7 @@ class TrainWidget(QWidget):
         self.model = QComboBox()
         for name, text in model_choices():
             self.model.addItem(text, name)
-        self.model.setCurrentIndex(self.model.findData("numsnet"))
+        self.model.setCurrentIndex(self.model.findData(DEFAULT_MODEL))
         self.preset = QComboBox()
         self.preset.addItems(list(PRESETS))
         self.epochs = QSpinBox(minimum=1, maximum=10_000)
@@ -72,6 +72,7 @@ class TrainWidget(QWidget):
         self.plot = TrainingPlot()
         self._build()
         self.preset.setCurrentText(controller.settings.training.preset)
+        self._show_width_scale(controller.settings.training.preset)
         self._show_settings()
         self._connect()
         self.on_state(controller.state)
@@ -127,7 +128,16 @@ class TrainWidget(QWidget):
 
     def _on_preset(self, name: str) -> None:
         self.controller.settings.apply_preset(name)
+        self._show_width_scale(name)
         self._show_settings()
+
+    def _show_width_scale(self, preset: str) -> None:
+        """Select the preset's width scale (the fast preset halves the paper's widths)."""
+        scale = PRESETS[preset].width_scale
+        names = [name for name, value in WIDTH_SCALES.items() if value == scale]
+        self.width_scale.blockSignals(True)
+        self.width_scale.setCurrentText(names[0] if names else "1 (paper)")
+        self.width_scale.blockSignals(False)
 
     def _show_settings(self) -> None:
         s = self.controller.settings

@@ -17,7 +17,13 @@ from napari.qt.threading import create_worker
 from qtpy.QtCore import QObject, Signal
 
 from napari_numsnet import pipeline
-from napari_numsnet.config import PRESETS, ModelConfig, PreprocessConfig, TrainConfig
+from napari_numsnet.config import (
+    DEFAULT_MODEL,
+    PRESETS,
+    ModelConfig,
+    PreprocessConfig,
+    TrainConfig,
+)
 from napari_numsnet.engine.checkpoint import Checkpoint, load_checkpoint
 from napari_numsnet.engine.events import TrainEvent, TrainState
 from napari_numsnet.errors import NumsnetError
@@ -40,7 +46,7 @@ class TrainSettings:
         Slice size and normalisation; the CT window is added for HU images.
     """
 
-    model: ModelConfig = field(default_factory=lambda: ModelConfig("numsnet"))
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(DEFAULT_MODEL))
     training: TrainConfig = PRESETS["fast"].train
     preprocess: PreprocessConfig = PRESETS["fast"].preprocess
 
