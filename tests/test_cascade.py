@@ -119,6 +119,17 @@ def test_save_and_load_predictor(tmp_path, tiny_config, fast_training, pre32):
     single = save_checkpoint(trained.inner, tmp_path / "one.numsnet.pt")
     assert isinstance(cascade.load_predictor(single), Checkpoint)
 
+    # save_predictor writes either kind; pipeline.predict takes either, slice range too.
+    again = cascade.load_predictor(cascade.save_predictor(trained, tmp_path / "d.numsnet.pt"))
+    assert isinstance(again, cascade.Cascade)
+    whole = pipeline.predict(again, image, probabilities=True)
+    part = pipeline.predict(again, image, slice_range=(1, 3), probabilities=True)
+    np.testing.assert_array_equal(part.labels, whole.labels[1:3])
+    np.testing.assert_allclose(part.probabilities, whole.probabilities[:, 1:3])
+    assert again.describe() == "cascade unet -> unetpp"
+    assert again.model_config == trained.inner.model_config
+    assert again.epochs_done == trained.inner.epochs_done == 1
+
 
 def test_command_line_trains_and_predicts_a_cascade(tmp_path, capsys):
     stack = lung_stack(n=4)

@@ -23,7 +23,12 @@ import torch
 
 from napari_numsnet import pipeline
 from napari_numsnet.config import ModelConfig, PredictConfig, PreprocessConfig, TrainConfig
-from napari_numsnet.engine.checkpoint import Checkpoint, checkpoint_from_dict, read_checkpoint_file
+from napari_numsnet.engine.checkpoint import (
+    Checkpoint,
+    checkpoint_from_dict,
+    read_checkpoint_file,
+    save_checkpoint,
+)
 from napari_numsnet.engine.events import ProgressCallback
 from napari_numsnet.engine.predict import Prediction
 from napari_numsnet.errors import NumsnetError
@@ -44,6 +49,24 @@ class Cascade:
     @property
     def class_names(self) -> list[str]:
         return self.inner.class_names
+
+    @property
+    def model_config(self) -> ModelConfig:
+        """Stage 2's model: it makes the output classes."""
+        return self.inner.model_config
+
+    @property
+    def record(self) -> dict:
+        """Stage 2's training record (the stage trained last)."""
+        return self.inner.record
+
+    @property
+    def epochs_done(self) -> int:
+        return self.inner.epochs_done
+
+    def describe(self) -> str:
+        """``cascade raiunet -> raiunet``: the two stages' models."""
+        return f"cascade {self.region.model_config.name} -> {self.inner.model_config.name}"
 
     def predict(
         self,
@@ -152,6 +175,13 @@ def save_cascade(cascade: Cascade, path: str | Path) -> Path:
     with atomic_path(path) as tmp:
         torch.save(data, tmp)
     return path
+
+
+def save_predictor(predictor: Checkpoint | Cascade, path: str | Path) -> Path:
+    """Write a checkpoint or a cascade to ``path``, atomically."""
+    if isinstance(predictor, Cascade):
+        return save_cascade(predictor, path)
+    return save_checkpoint(predictor, path)
 
 
 def load_predictor(path: str | Path) -> Checkpoint | Cascade:

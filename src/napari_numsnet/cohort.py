@@ -161,11 +161,7 @@ def _remove_stale_temporaries(jobs: Sequence[CohortJob]) -> None:
 
 def class_value_names(predictor: Any) -> dict[int, str]:
     """Label value -> class name for the predictor's classes (background left out)."""
-    model_config = (
-        predictor.model_config
-        if hasattr(predictor, "model_config")
-        else predictor.inner.model_config
-    )
+    model_config = predictor.model_config
     names = list(predictor.class_names)
     if model_config.exclusive:
         return {v: names[v] for v in range(1, len(names))}

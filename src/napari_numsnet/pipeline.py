@@ -328,8 +328,20 @@ def predict(
     """Segment a whole stack (or a slice range) with a trained checkpoint.
 
     Returns the label map ``(Z, H, W)`` at the original size and, if asked, the
-    per-class probabilities ``(C, Z, H, W)``.
+    per-class probabilities ``(C, Z, H, W)``. ``checkpoint`` may also be a predictor
+    with ``predict(image, config, probabilities)``, such as a
+    :class:`~napari_numsnet.cascade.Cascade`; it predicts the whole stack and the slice
+    range is cut from the result.
     """
+    if not isinstance(checkpoint, Checkpoint):
+        result = checkpoint.predict(image, config, probabilities=probabilities)
+        if slice_range is None:
+            return result
+        start, stop = slice_range
+        probs = result.probabilities
+        return Prediction(
+            result.labels[start:stop], None if probs is None else probs[:, start:stop]
+        )
     model = checkpoint.build_model()
     return predict_volume(
         model,

@@ -13,10 +13,9 @@ Contents, each written atomically (``napari_numsnet.io.atomic``):
 - ``classes.json``: the class table (names and colours);
 - ``work.json``: the annotated slices, the slice planner's settings, the image's shape
   and geometry;
-- ``model.numsnet.pt``: the last checkpoint.
+- ``model.numsnet.pt``: the last checkpoint (or cascade of two checkpoints).
 
-Standard library, numpy and the package's ``io`` and ``engine.checkpoint`` only: no Qt,
-no napari.
+Standard library, numpy and the package's core only: no Qt, no napari.
 """
 
 from __future__ import annotations
@@ -28,17 +27,20 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from napari_numsnet.config import SamplingConfig
-from napari_numsnet.engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from napari_numsnet.engine.checkpoint import Checkpoint
 from napari_numsnet.errors import NumsnetError
 from napari_numsnet.io.atomic import atomic_path, atomic_write_bytes
 from napari_numsnet.io.classes import ClassTable, load_class_table, save_class_table
 from napari_numsnet.io.labels import read_labels, write_labels
 from napari_numsnet.io.volume import EXTENSIONS, VolumeMeta
+
+if TYPE_CHECKING:
+    from napari_numsnet.cascade import Cascade
 
 WORK_SUFFIX = ".numsnet-work"
 ANNOTATIONS_NIFTI = "annotations.nii.gz"
@@ -299,13 +301,17 @@ class Workspace:
         classes = load_class_table(self.classes_path) if self.classes_path.is_file() else None
         return SavedWork(labels, annotated, classes, sampling)
 
-    def save_checkpoint(self, checkpoint: Checkpoint) -> Path:
-        """Write the last checkpoint here (atomically)."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        return save_checkpoint(checkpoint, self.checkpoint_path)
+    def save_checkpoint(self, checkpoint: Checkpoint | Cascade) -> Path:
+        """Write the last checkpoint (or cascade) here (atomically)."""
+        from napari_numsnet.cascade import save_predictor
 
-    def load_checkpoint(self) -> Checkpoint | None:
-        """The last checkpoint saved here, or ``None``."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        return save_predictor(checkpoint, self.checkpoint_path)
+
+    def load_checkpoint(self) -> Checkpoint | Cascade | None:
+        """The last checkpoint (or cascade) saved here, or ``None``."""
+        from napari_numsnet.cascade import load_predictor
+
         if not self.checkpoint_path.is_file():
             return None
-        return load_checkpoint(self.checkpoint_path)
+        return load_predictor(self.checkpoint_path)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from napari.layers import Labels
 
-from napari_numsnet.engine.checkpoint import SUFFIX, Checkpoint, save_checkpoint
+from napari_numsnet.cascade import Cascade, save_predictor
+from napari_numsnet.engine.checkpoint import SUFFIX, Checkpoint
 from napari_numsnet.errors import NumsnetError
 
 from . import layers as L
@@ -31,8 +32,9 @@ def checkpoint_path(path: str | Path) -> Path:
     return path.with_name(path.name + SUFFIX)
 
 
-def export_checkpoint(checkpoint: Checkpoint | None, path: str | Path) -> Path:
-    """Save ``checkpoint`` for the command line (``numsnet predict --checkpoint <path>``)."""
+def export_checkpoint(checkpoint: Checkpoint | Cascade | None, path: str | Path) -> Path:
+    """Save ``checkpoint`` (or a cascade) for the command line
+    (``numsnet predict --checkpoint <path>``)."""
     if checkpoint is None:
         raise NumsnetError("There is no trained model to export.", "Train first.")
-    return save_checkpoint(checkpoint, checkpoint_path(path))
+    return save_predictor(checkpoint, checkpoint_path(path))

@@ -10,6 +10,8 @@ from napari.layers import Image, Labels
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QFormLayout, QScrollArea, QTabWidget, QVBoxLayout, QWidget
 
+from napari_numsnet.cascade import Cascade
+
 from .annotate_widget import AnnotateWidget
 from .annotation import AnnotationController
 from .errors import reported
@@ -140,9 +142,13 @@ class NumsnetWidget(QWidget):
             self.autosaver.save_now()
 
     def retrain(self) -> None:
-        """Continue training from the last checkpoint with the annotations as they are now."""
+        """Continue training from the last checkpoint with the annotations as they are now
+        (a cascade, which cannot be continued, is trained again)."""
         self.tabs.setCurrentIndex(1)
-        self.train_tab._start(resume=True)
+        cascade = self.training.settings.cascade_region is not None or isinstance(
+            self.training.checkpoint, Cascade
+        )
+        self.train_tab._start(resume=not cascade)
 
     def hideEvent(self, event: Any) -> None:
         # Closing the viewer window hides the panel first: save what is pending.

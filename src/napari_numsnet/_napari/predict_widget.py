@@ -17,6 +17,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_numsnet.cascade import Cascade
+
 from .errors import reported
 from .prediction import PredictController
 
@@ -122,8 +124,13 @@ class PredictWidget(QWidget):
         if checkpoint is None:
             self.model_label.setText("No trained model yet.")
         else:
+            name = (
+                checkpoint.describe()
+                if isinstance(checkpoint, Cascade)
+                else checkpoint.model_config.name
+            )
             self.model_label.setText(
-                f"{checkpoint.model_config.name}, classes "
+                f"{name}, classes "
                 f"{', '.join(checkpoint.class_names[1:])}; {checkpoint.epochs_done} epoch(s)."
             )
         self.predict_button.setEnabled(not c.running and checkpoint is not None)

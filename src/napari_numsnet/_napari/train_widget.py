@@ -20,7 +20,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_numsnet.config import DEFAULT_MODEL, PRESETS
+from napari_numsnet.config import DEFAULT_MODEL, PRESETS, ModelConfig
 from napari_numsnet.engine.device import available_devices, describe_device, select_device
 from napari_numsnet.engine.events import TrainEvent, TrainState
 from napari_numsnet.errors import NumsnetError
@@ -37,6 +37,13 @@ WIDTH_SCALES = {"1 (paper)": 1.0, "1/2": 0.5, "1/4": 0.25, "1/8": 0.125}
 def model_choices() -> list[tuple[str, str]]:
     """``(registry name, "Title (N.N M parameters)")`` at the paper's widths, 3 classes."""
     return [(s.name, f"{s.title} ({n / 1e6:.1f} M parameters)") for s, n in list_models()]
+
+
+def _scaled_widths(name: str, scale: float) -> tuple[int, ...] | None:
+    """The paper's widths of model ``name`` times ``scale`` (``None``: the paper's)."""
+    if scale == 1.0:
+        return None
+    return tuple(max(2, round(w * scale)) for w in get_spec(name).default_widths)
 
 
 class TrainWidget(QWidget):
@@ -62,6 +69,14 @@ class TrainWidget(QWidget):
         self.width_scale = QComboBox()
         self.width_scale.addItems(list(WIDTH_SCALES))
         self.augment = QCheckBox("rotation, shift, shear, zoom")
+        self.cascade = QComboBox()
+        self.cascade.addItem("off (one model)", None)
+        for name, text in model_choices():
+            self.cascade.addItem(text, name)
+        self.cascade.setToolTip(
+            "CHS-Net's cascade: this model segments the region (all annotated classes "
+            "together), then the model above segments the classes inside it."
+        )
         self.train_button = QPushButton("Train")
         self.continue_button = QPushButton("Continue")
         self.continue_button.setToolTip("Continue the last checkpoint with the annotations now.")
@@ -94,6 +109,7 @@ class TrainWidget(QWidget):
         extra.addRow("Slice size (px)", self.size)
         extra.addRow("Width scale", self.width_scale)
         extra.addRow("Augmentation", self.augment)
+        extra.addRow("Cascade: region model", self.cascade)
         box = QVBoxLayout(advanced)
         box.addWidget(inner)
         inner.setVisible(False)
@@ -112,7 +128,7 @@ class TrainWidget(QWidget):
     def _connect(self) -> None:
         c = self.controller
         self.preset.currentTextChanged.connect(self._on_preset)
-        for widget in (self.model, self.device, self.width_scale):
+        for widget in (self.model, self.device, self.width_scale, self.cascade):
             widget.currentIndexChanged.connect(lambda *_: self.write_settings())
         for widget in (self.epochs, self.batch_size, self.size, self.learning_rate):
             widget.valueChanged.connect(lambda *_: self.write_settings())
@@ -158,10 +174,11 @@ class TrainWidget(QWidget):
         s = self.controller.settings
         spec = get_spec(self.model.currentData())
         scale = WIDTH_SCALES[self.width_scale.currentText()]
-        widths = None
-        if scale != 1.0:
-            widths = tuple(max(2, round(w * scale)) for w in spec.default_widths)
-        s.model = s.model.replace(name=spec.name, widths=widths)
+        s.model = s.model.replace(name=spec.name, widths=_scaled_widths(spec.name, scale))
+        region = self.cascade.currentData()
+        s.cascade_region = (
+            None if region is None else ModelConfig(region, widths=_scaled_widths(region, scale))
+        )
         s.training = s.training.replace(
             epochs=self.epochs.value(),
             batch_size=self.batch_size.value(),

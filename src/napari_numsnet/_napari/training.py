@@ -17,6 +17,7 @@ from napari.qt.threading import create_worker
 from qtpy.QtCore import QObject, Signal
 
 from napari_numsnet import pipeline
+from napari_numsnet.cascade import Cascade, load_predictor, train_cascade
 from napari_numsnet.config import (
     DEFAULT_MODEL,
     PRESETS,
@@ -24,7 +25,7 @@ from napari_numsnet.config import (
     PreprocessConfig,
     TrainConfig,
 )
-from napari_numsnet.engine.checkpoint import Checkpoint, load_checkpoint
+from napari_numsnet.engine.checkpoint import Checkpoint
 from napari_numsnet.engine.events import TrainEvent, TrainState
 from napari_numsnet.errors import NumsnetError
 
@@ -44,9 +45,14 @@ class TrainSettings:
         Epochs of one run, batch size, learning rate, device, ...
     preprocess
         Slice size and normalisation; the CT window is added for HU images.
+    cascade_region
+        ``None`` for one model; a model here trains CHS-Net's cascade instead: this
+        model segments the region (every annotated class together), then ``model``
+        segments the classes inside it.
     """
 
     model: ModelConfig = field(default_factory=lambda: ModelConfig(DEFAULT_MODEL))
+    cascade_region: ModelConfig | None = None
     training: TrainConfig = PRESETS["fast"].train
     preprocess: PreprocessConfig = PRESETS["fast"].preprocess
 
@@ -98,7 +104,7 @@ class TrainController(QObject):
             self._checkpoint = workspace.load_checkpoint() if workspace is not None else None
         return self._checkpoint
 
-    def set_checkpoint(self, checkpoint: Checkpoint | None, save: bool = True) -> None:
+    def set_checkpoint(self, checkpoint: Checkpoint | Cascade | None, save: bool = True) -> None:
         """Make ``checkpoint`` the current image's last checkpoint (saved to its folder)."""
         workspace = self.annotation.workspace
         self._checkpoint_folder = workspace.folder if workspace is not None else None
@@ -107,9 +113,9 @@ class TrainController(QObject):
             workspace.save_checkpoint(checkpoint)
         self.checkpoint_changed.emit(checkpoint)
 
-    def load(self, path: str | Path) -> Checkpoint:
-        """Use a checkpoint file (e.g. trained elsewhere) as the last checkpoint."""
-        checkpoint = load_checkpoint(path)
+    def load(self, path: str | Path) -> Checkpoint | Cascade:
+        """Use a checkpoint or cascade file (e.g. trained elsewhere) as the last one."""
+        checkpoint = load_predictor(path)
         self.set_checkpoint(checkpoint, save=False)
         return checkpoint
 
@@ -143,22 +149,32 @@ class TrainController(QObject):
             )
         model = self.settings.model.replace(num_classes=classes.num_values, exclusive=True)
         preprocess = pipeline.default_preprocess(stack.image, self.settings.preprocess)
+        region = self.settings.cascade_region
+        if resume and (region is not None or isinstance(previous, Cascade)):
+            raise NumsnetError(
+                "A cascade cannot be continued: its two stages are trained one after the "
+                "other from the start.",
+                "Press Train to train it again with the annotations as they are now.",
+            )
         workspace = self.annotation.workspace
         self._stop.clear()
         self.last_event = None
-        worker = create_worker(
-            pipeline.train,
-            stack,
-            model,
-            self.settings.training,
-            preprocess,
-            classes,
-            resume=previous,
-            callback=self._relay.event.emit,
-            stop_event=self._stop,
-            _start_thread=False,
-            _ignore_errors=True,
-        )
+        common = {
+            "callback": self._relay.event.emit,
+            "stop_event": self._stop,
+            "_start_thread": False,
+            "_ignore_errors": True,
+        }
+        if region is not None:
+            worker = create_worker(
+                train_cascade, stack, region, model, self.settings.training, preprocess,
+                classes, **common,
+            )  # fmt: skip
+        else:
+            worker = create_worker(
+                pipeline.train, stack, model, self.settings.training, preprocess, classes,
+                resume=previous, **common,
+            )  # fmt: skip
         worker.returned.connect(lambda ckpt: self._on_returned(ckpt, workspace))
         worker.errored.connect(self._on_error)
         self.worker = worker
@@ -174,7 +190,7 @@ class TrainController(QObject):
         self.last_event = event
         self.progress.emit(event)
 
-    def _on_returned(self, checkpoint: Checkpoint, workspace: Any) -> None:
+    def _on_returned(self, checkpoint: Checkpoint | Cascade, workspace: Any) -> None:
         state = TrainState(checkpoint.record.get("state", "done"))
         try:
             if workspace is not None:
