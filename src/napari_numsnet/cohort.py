@@ -16,6 +16,7 @@ was predicting is marked ``failed`` and the others carry on.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -416,7 +417,14 @@ def predict_cohort(
     return summary
 
 
-def _predict_inline(checkpoint_path, jobs, config, stack_axis, probabilities, collect) -> None:
+def _predict_inline(
+    checkpoint_path: str | Path,
+    jobs: Sequence[CohortJob],
+    config: PredictConfig,
+    stack_axis: int | None,
+    probabilities: bool,
+    collect: Callable[[CohortJob, dict[str, Any]], None],
+) -> None:
     from napari_numsnet.cascade import load_predictor
 
     if not jobs:
@@ -427,7 +435,13 @@ def _predict_inline(checkpoint_path, jobs, config, stack_axis, probabilities, co
 
 
 def _predict_in_workers(
-    checkpoint_path, jobs, config, devices, stack_axis, probabilities, collect
+    checkpoint_path: str | Path,
+    jobs: Sequence[CohortJob],
+    config: PredictConfig,
+    devices: Sequence[str],
+    stack_axis: int | None,
+    probabilities: bool,
+    collect: Callable[[CohortJob, dict[str, Any]], None],
 ) -> None:
     """Hand the jobs out one at a time to spawned workers until none is left."""
     ctx = mp.get_context("spawn")
@@ -460,10 +474,10 @@ def _predict_in_workers(
     def hand_out(conn: Connection, index: int) -> None:
         if pending:
             in_flight[index] = pending.pop()
-            conn.send(in_flight[index])
         else:
             in_flight.pop(index, None)
-            conn.send(None)
+        with contextlib.suppress(OSError):  # a dead worker: its pipe reports EOF next
+            conn.send(in_flight.get(index))
 
     try:
         while conns:
