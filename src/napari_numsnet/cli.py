@@ -122,10 +122,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from napari_numsnet.models import create_model
 
     n_params = keras_parameter_count(create_model(model_cfg))
+    size = f"{preprocess.size} px" if preprocess.size else "native size"
     print(
         f"model: {model_cfg.name}, widths {model_cfg.widths or 'paper'}, {n_params:,} parameters;"
         f" preset {preset.name}: {training.epochs} epochs, batch {training.batch_size}, "
-        f"{preprocess.size} px; device: {describe_device(device)}"
+        f"{size}; device: {describe_device(device)}"
     )
     start = time.perf_counter()
     result = pipeline.annotate_train_predict(
