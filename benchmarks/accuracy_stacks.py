@@ -87,16 +87,33 @@ def annotate(
 
 
 def evaluate_pool(
-    checkpoint, stacks: list[pipeline.AnnotatedStack], classes: ClassTable, device: str
+    checkpoint,
+    stacks: list[pipeline.AnnotatedStack],
+    classes: ClassTable,
+    device: str,
+    prune_level: int | None = None,
 ) -> tuple[dict[str, dict[str, float]], float, int]:
-    """Pooled metrics over every slice of ``stacks``, prediction seconds, slices."""
-    from napari_numsnet.config import PredictConfig
+    """Pooled metrics over every slice of ``stacks``, prediction seconds, slices.
 
+    ``prune_level`` k predicts with UNet# in its fast mode, pruned to head X(0,k).
+    """
+    from napari_numsnet.config import PredictConfig
+    from napari_numsnet.engine.predict import predict_volume
+
+    model = checkpoint.build_model()
+    if prune_level is not None:
+        model.supervision_mode, model.prune_level = "fast", prune_level
     metrics = SegmentationMetrics(classes.num_values, classes.names)
     seconds, n = 0.0, 0
     for stack in stacks:
         start = time.perf_counter()
-        pred = pipeline.predict(checkpoint, stack.image, PredictConfig(device=device))
+        pred = predict_volume(
+            model,
+            stack.image,
+            checkpoint.preprocess,
+            PredictConfig(device=device),
+            return_probabilities=False,
+        )
         seconds += time.perf_counter() - start
         metrics.update(pred.labels, stack.labels)
         n += len(stack.image)
@@ -126,7 +143,14 @@ def run_one(
     checkpoint = pipeline.train(annotated, model_cfg, training, preprocess, classes)
     train_seconds = time.perf_counter() - start
     scores, predict_seconds, n_eval = evaluate_pool(checkpoint, evaluation, classes, args.device)
-    return {
+    pruned = {}
+    if args.unetsharp_pruned and model == "unetsharp":  # the same weights, heads X(0,1..4)
+        for level in (1, 2, 3, 4):
+            level_scores, level_seconds, _ = evaluate_pool(
+                checkpoint, evaluation, classes, args.device, prune_level=level
+            )
+            pruned[str(level)] = {"scores": level_scores, "predict_seconds": level_seconds}
+    record = {
         "dataset": args.dataset,
         "model": model,
         "seed": seed,
@@ -142,10 +166,14 @@ def run_one(
         "eval_stacks": len(evaluation),
         "eval_slices": n_eval,
         "train_seconds": train_seconds,
+        "epoch_losses": [e["loss"] for e in checkpoint.record.get("epochs", [])],
         "predict_seconds": predict_seconds,
         "scores": scores,
         "machine": common.machine(args.device),
     }
+    if pruned:
+        record["pruned"] = pruned
+    return record
 
 
 def summarize(records: list[dict[str, Any]], class_names: list[str]) -> str:
@@ -174,6 +202,29 @@ def summarize(records: list[dict[str, Any]], class_names: list[str]) -> str:
     return "".join(out)
 
 
+def summarize_pruned(records: list[dict[str, Any]], class_names: list[str]) -> str:
+    """UNet#: Dice of the accurate mode and of each pruned head, same trained weights."""
+    runs = [r for r in records if "pruned" in r]
+    if not runs:
+        return ""
+    foreground = [c for c in class_names if c != "background"]
+
+    def row(label: str, parts: list[dict[str, Any]]) -> list[str]:
+        cells = [
+            common.fmt(*common.mean_std(p["scores"][c]["dice"] for p in parts)) for c in foreground
+        ]
+        means = [np.nanmean([p["scores"][c]["dice"] for c in foreground]) for p in parts]
+        slices = np.mean([r["eval_slices"] for r in runs])
+        speed = np.mean([slices / p["predict_seconds"] for p in parts])
+        return [label, *cells, common.fmt(*common.mean_std(means)), f"{speed:.1f}"]
+
+    rows = [row("accurate (mean of 4 heads)", runs)]
+    for level in ("4", "3", "2", "1"):
+        rows.append(row(f"fast, head X(0,{level})", [r["pruned"][level] for r in runs]))
+    header = ["UNet# mode", *foreground, "mean", "predicted slices/s"]
+    return common.markdown_table(header, rows) + "\n\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = common.base_parser(__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="acdc", help="sub-folder of the data root")
@@ -190,13 +241,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--size", type=int, default=None, help="override the preset's size")
     parser.add_argument("--class-names", default=",".join(ACDC_CLASSES))
+    parser.add_argument(
+        "--unetsharp-pruned",
+        action="store_true",
+        help="UNet#: also score the fast mode pruned to each head X(0,1..4), same weights",
+    )
+    parser.add_argument("--name", default=None, help="results file stem (accuracy_<dataset>)")
     parser.add_argument("--summary", action="store_true", help="only print the tables")
     args = parser.parse_args(argv)
     common.set_threads(args.threads)
-    result_file = args.out / f"accuracy_{args.dataset}.jsonl"
+    result_file = args.out / f"{args.name or 'accuracy_' + args.dataset}.jsonl"
     classes = ClassTable.from_names(common.csv_list(args.class_names))
     if args.summary:
-        print(summarize(common.read_results(result_file), list(classes.names)))
+        records = common.read_results(result_file)
+        print(summarize(records, list(classes.names)))
+        print(summarize_pruned(records, list(classes.names)))
         return 0
     folder = args.data_root / args.dataset
     pool = load_pool(stack_pairs(folder, args.train_split), args.patients)

@@ -42,6 +42,12 @@ def acdc_section(records: list[dict[str, Any]], out: Path) -> str:
     return text
 
 
+def unetsharp_pruned_section(records: list[dict[str, Any]]) -> str:
+    """UNet#'s accurate mode against its pruned heads, on the same trained weights."""
+    table = accuracy_stacks.summarize_pruned(records, list(accuracy_stacks.ACDC_CLASSES))
+    return "### ACDC few-shot: UNet# pruned heads\n\n" + table if table else ""
+
+
 def _acdc_plot(records: list[dict[str, Any]], classes: list[str], path: Path) -> None:
     import matplotlib
 
@@ -52,7 +58,7 @@ def _acdc_plot(records: list[dict[str, Any]], classes: list[str], path: Path) ->
     for r in records:
         groups.setdefault((r["regime"], r["model"]), []).append(r)
     keys = sorted(groups, key=lambda k: (k[0] != "few", _order(k[1])))
-    fig, ax = plt.subplots(figsize=(9, 4))
+    fig, ax = plt.subplots(figsize=(10, 4.5))
     width = 0.8 / len(classes)
     for c, name in enumerate(classes):
         means, stds = [], []
@@ -62,7 +68,13 @@ def _acdc_plot(records: list[dict[str, Any]], classes: list[str], path: Path) ->
             stds.append(s)
         ax.bar(np.arange(len(keys)) + c * width, means, width, yerr=stds, label=name, capsize=2)
     labels = [_title(m) + ("\n(all slices)" if g == "all" else "") for g, m in keys]
-    ax.set_xticks(np.arange(len(keys)) + width * (len(classes) - 1) / 2, labels, fontsize=8)
+    ax.set_xticks(
+        np.arange(len(keys)) + width * (len(classes) - 1) / 2,
+        labels,
+        fontsize=8,
+        rotation=30,
+        ha="right",
+    )
     ax.set_ylabel("Dice (mean ± std over seeds)")
     ax.set_ylim(0, 1)
     ax.set_title("ACDC validation stacks, trained on 10% of the slices (fast preset, CPU)")
@@ -89,6 +101,9 @@ def covid_section(records: list[dict[str, Any]]) -> str:
                 common.fmt(*common.mean_std(r["scores"]["ground-glass"]["dice"] for r in runs)),
                 common.fmt(*common.mean_std(r["slice_mean_dice"]["consolidation"] for r in runs)),
                 common.fmt(*common.mean_std(r["scores"]["consolidation"]["dice"] for r in runs)),
+                common.fmt(
+                    *common.mean_std(r["scores"].get("infection", {}).get("dice") for r in runs)
+                ),
                 f"{np.mean([r['train_seconds'] for r in runs]) / 60:.1f}",
             ]
         )
@@ -98,6 +113,7 @@ def covid_section(records: list[dict[str, Any]]) -> str:
         "ground-glass Dice (pooled)",
         "consolidation Dice (slice mean)",
         "consolidation Dice (pooled)",
+        "infection Dice (pooled)",
         "train min/run",
     ]
     text = "### COVID-19 slices (Inf-Net split: 50 train, 48 test)\n\n"
@@ -157,14 +173,14 @@ def speed_section(records: list[dict[str, Any]], out: Path, name: str) -> str:
         return ""
     rows = []
     for r in sorted(records, key=lambda r: (r["widths"], r["size"], _order(r["model"]))):
-        name = _title(r["model"])
+        label = _title(r["model"])
         if "depth" in r:
-            name += f" (3D, {r['depth']}-slice sub-volume)"
+            label += f" (3D, {r['depth']}-slice sub-volume)"
         peak = f"{r.get('train_peak_bytes', r['infer_peak_bytes']) / 2**20:.0f}"
         if "train_slices_per_s" not in r:
             peak += " (infer)"
         row = [
-            name,
+            label,
             r["widths"],
             r["size"],
             r["variant"],
@@ -208,7 +224,7 @@ def _speed_plot(records: list[dict[str, Any]], path: Path) -> None:
     records = [r for r in records if r["variant"] == records[0]["variant"]]
     sizes = sorted({r["size"] for r in records})
     models = sorted({r["model"] for r in records}, key=_order)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5))
     for ax, key, title in zip(
         axes, ("infer_slices_per_s", "train_slices_per_s"), ("inference", "training"), strict=True
     ):
@@ -226,6 +242,8 @@ def _speed_plot(records: list[dict[str, Any]], path: Path) -> None:
             np.arange(len(models)) + width * (len(sizes) - 1) / 2,
             [_title(m) for m in models],
             fontsize=8,
+            rotation=40,
+            ha="right",
         )
         ax.set_yscale("log")
         ax.set_ylabel("slices / s")
@@ -314,9 +332,13 @@ def main(argv: list[str] | None = None) -> int:
     text = "".join(
         [
             acdc_section(common.read_results(out / "accuracy_acdc.jsonl"), out),
+            unetsharp_pruned_section(
+                common.read_results(out / "accuracy_acdc_unetsharp_pruned.jsonl")
+            ),
             covid_section(common.read_results(out / "accuracy_covid.jsonl")),
             self_learning_section(common.read_results(out / "self_learning.jsonl")),
             speed_section(common.read_results(out / "speed.jsonl"), out, "speed"),
+            speed_section(common.read_results(out / "speed_retime.jsonl"), out, "speed_retime"),
             speed_section(common.read_results(out / "speed_cuda.jsonl"), out, "speed_cuda"),
             monai_section(common.read_results(out / "monai_compare.jsonl")),
             first_prediction_section(common.read_results(out / "first_prediction.jsonl")),

@@ -37,4 +37,28 @@ nice -n 10 python3 benchmarks/first_prediction.py --models drsegunet,unetpp,nums
 nice -n 10 python3 benchmarks/first_prediction.py --models unet,wunet,nums_all --seeds 0 \
     --threads 1 > $R/log_first_prediction_others.txt
 
+# The other systems (UNet#, CHS-Net, MSDS-UNet), one benchmark at a time, one thread, niced.
+nice -n 10 python3 benchmarks/accuracy_stacks.py --patients 10 --epochs 6 --seeds 0,1,2 \
+    --regimes few --models unetsharp,raiunet --threads 1 > $R/log_acdc_others.txt
+nice -n 10 python3 benchmarks/speed.py --models \
+    unetsharp,unetsharp_fast4,unetsharp_fast3,unetsharp_fast2,unetsharp_fast1,raiunet,msdsunet \
+    --sizes 256 --widths paper --depth 16 --threads 1 --warmup 1 --iters 1 --train-iters 1 \
+    > $R/log_speed_others.txt
+nice -n 10 python3 benchmarks/accuracy_stacks.py --patients 10 --epochs 6 --seeds 0,1,2 \
+    --regimes few --models msdsunet --threads 1 > $R/log_acdc_msdsunet.txt
+nice -n 10 python3 benchmarks/accuracy_covid.py --models cascade:raiunet+raiunet,raiunet \
+    --seeds 0,1,2 --epochs 8 --threads 1 > $R/log_covid_others.txt
+# UNet# again (same seeds, same weights), scored in accurate mode and pruned to each head.
+nice -n 10 python3 benchmarks/accuracy_stacks.py --patients 10 --epochs 6 --seeds 0,1,2 \
+    --regimes few --models unetsharp --unetsharp-pruned --name accuracy_acdc_unetsharp_pruned \
+    --threads 1 > $R/log_acdc_unetsharp_pruned.txt
+# The reference rows timed again in the same conditions as the rows above.
+nice -n 10 python3 benchmarks/speed.py --models unetpp,numsnet,drsegunet --sizes 256 \
+    --widths paper --threads 1 --warmup 1 --iters 1 --train-iters 1 --name speed_retime \
+    > $R/log_speed_retime.txt
+# MSDS-UNet with 5x the epochs, seed 0: under-trained or not learning?
+nice -n 10 python3 benchmarks/accuracy_stacks.py --patients 10 --epochs 30 --seeds 0 \
+    --regimes few --models msdsunet --name accuracy_acdc_msdsunet_30ep --threads 1 \
+    > $R/log_acdc_msdsunet_30ep.txt
+
 python3 benchmarks/report.py --out $R

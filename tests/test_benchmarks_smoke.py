@@ -99,6 +99,21 @@ def test_accuracy_stacks_trains_a_3d_model_through_the_pipeline(tmp_path):
 
 
 @needs_data
+def test_accuracy_stacks_scores_the_pruned_unetsharp_heads(tmp_path):
+    acc = _module("accuracy_stacks")
+    args = ["--data-root", str(DATA), "--out", str(tmp_path), "--models", "unetsharp",
+            "--seeds", "0", "--patients", "1", "--eval-stacks", "1", "--epochs", "1",
+            "--size", "32", "--unetsharp-pruned", "--name", "pruned"]  # fmt: skip
+    assert acc.main(args) == 0
+    (record,) = _lines(tmp_path / "pruned.jsonl")
+    assert sorted(record["pruned"]) == ["1", "2", "3", "4"]
+    for part in record["pruned"].values():
+        assert all(0.0 <= part["scores"][n]["dice"] <= 1.0 for n in acc.ACDC_CLASSES[1:])
+    table = acc.summarize_pruned([record], list(acc.ACDC_CLASSES))
+    assert "| fast, head X(0,1) |" in table and "| accurate (mean of 4 heads) |" in table
+
+
+@needs_data
 def test_accuracy_covid_trains_the_cascade(tmp_path):
     covid = _module("accuracy_covid")
     assert covid.cascade_models("cascade:raiunet+unet") == ("raiunet", "unet")
