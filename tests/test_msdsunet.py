@@ -119,3 +119,10 @@ def test_pipeline_trains_the_3d_model_from_a_partial_annotation():
     assert ckpt.record["annotated"] == {"stack": [3, 8]}
     assert losses[-1] < losses[0]
     assert pipeline.predict(ckpt, image).labels.shape == image.shape
+
+
+def test_builds_on_the_meta_device_for_flop_counting():
+    with torch.device("meta"):
+        model = create_model(ModelConfig("msdsunet", num_classes=4))
+    assert model.required_depth == 4
+    assert next(model.parameters()).is_meta

@@ -258,7 +258,7 @@ def fit(
                     None if out.carry is None else {k: v.detach() for k, v in out.carry.items()}
                 )
                 step += 1
-                seen += len(images)
+                seen += len(images) * (images.shape[2] if volumetric else 1)  # slices
                 losses.append(float(loss.detach()))
                 emit(
                     TrainEvent(

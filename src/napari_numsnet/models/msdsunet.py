@@ -16,6 +16,7 @@ of 16 with the default pooling.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -73,7 +74,7 @@ class MSDSUNet3d(nn.Module):
             raise ValueError(f"widths needs 5 values and z_pool 4; got {f}, {tuple(z_pool)}.")
         self.widths = f
         self.kernels = [(int(z), 2, 2) for z in z_pool]
-        self.required_depth = int(torch.tensor(list(z_pool)).prod())
+        self.required_depth = math.prod(int(z) for z in z_pool)
         self.encoders = nn.ModuleList(
             ResidualBlock3d(in_channels if i == 0 else f[i - 1], f[i]) for i in range(5)
         )
