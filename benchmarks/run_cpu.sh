@@ -61,4 +61,9 @@ nice -n 10 python3 benchmarks/accuracy_stacks.py --patients 10 --epochs 30 --see
     --regimes few --models msdsunet --name accuracy_acdc_msdsunet_30ep --threads 1 \
     > $R/log_acdc_msdsunet_30ep.txt
 
+# Cohort prediction: 1 and 2 worker processes over the 20 ACDC validation stacks.
+python3 benchmarks/cohort_scaling.py --workers 1,2 --device cpu > $R/log_cohort_scaling.txt
+python3 benchmarks/cohort_scaling.py --workers 1,2 --device cpu --preset paper \
+    >> $R/log_cohort_scaling.txt
+
 python3 benchmarks/report.py --out $R

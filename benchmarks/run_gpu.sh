@@ -16,3 +16,7 @@ python3 benchmarks/first_prediction.py --device cuda --preset paper --seeds 0,1,
 python3 benchmarks/accuracy_stacks.py --device cuda --preset paper --patients 70 --epochs 60 \
     --seeds 0,1,2 --regimes few,all --out $R/cuda > $R/log_acdc_cuda.txt
 python3 benchmarks/report.py --out $R/cuda
+# Cohort prediction, paper preset: workers are dealt round-robin over the GPUs, so beyond
+# the number of GPUs several workers share one.
+python3 benchmarks/cohort_scaling.py --device cuda --preset paper --workers 1,2,4,8 \
+    --out $R/cuda > $R/log_cohort_scaling_cuda.txt
