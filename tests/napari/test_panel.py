@@ -169,3 +169,16 @@ def test_presets_set_the_width_scale_and_the_default_model_is_the_benchmarks_cho
     assert tab.width_scale.currentText() == "1 (paper)"
     assert settings.model.widths is None
     assert settings.training.epochs == PRESETS["paper"].train.epochs
+
+
+def test_the_ct_is_shown_the_radiological_way_without_moving_a_voxel(panel):
+    viewer, widget = panel
+    image = viewer.layers["ct"]
+    before = np.array(image.data, copy=True)
+    assert tuple(viewer.dims.order) == (0, 2, 1)  # anterior-posterior drawn vertically
+    from napari_numsnet._napari.view import viewer_camera
+
+    assert tuple(str(o) for o in viewer_camera(viewer).orientation2d) == ("up", "left")
+    np.testing.assert_array_equal(image.data, before)
+    widget.annotation.go_to(7)
+    assert viewer.dims.current_step[0] == 7  # the slider still walks the slices

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from napari.layers import Image, Labels
-from qtpy.QtCore import Qt
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import QFormLayout, QScrollArea, QTabWidget, QVBoxLayout, QWidget
 
 from napari_numsnet.cascade import Cascade
@@ -24,6 +24,7 @@ from .qt_helpers import Autosaver, LayerCombo
 from .self_learning import self_learning_panel
 from .train_widget import TrainWidget
 from .training import TrainController
+from .view import show_radiological
 
 MIN_WIDTH = 440
 """Pixels: wide enough for every tab without a horizontal scroll bar."""
@@ -98,6 +99,7 @@ class NumsnetWidget(QWidget):
         layout.addLayout(form)
         layout.addWidget(self.tabs)
         self.setMinimumWidth(MIN_WIDTH)
+        self._fitted = False
         self._connect()
         self._on_image(self.image_combo.current_layer())
         # The viewer outlives the panel: on deletion, stop the callbacks into it.
@@ -124,6 +126,7 @@ class NumsnetWidget(QWidget):
     def _on_image(self, layer: Image | None) -> None:
         self.autosaver.flush()
         self.annotation.set_image(layer)
+        show_radiological(self.viewer, layer)
 
     @reported
     def _on_labels(self, layer: Labels | None) -> None:
@@ -149,6 +152,12 @@ class NumsnetWidget(QWidget):
             self.training.checkpoint, Cascade
         )
         self.train_tab._start(resume=not cascade)
+
+    def showEvent(self, event: Any) -> None:
+        super().showEvent(event)
+        if not self._fitted:  # the canvas narrows when the panel is docked: fit it again
+            self._fitted = True
+            QTimer.singleShot(0, self.viewer.reset_view)
 
     def hideEvent(self, event: Any) -> None:
         # Closing the viewer window hides the panel first: save what is pending.
