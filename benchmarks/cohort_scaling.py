@@ -25,13 +25,12 @@ def _checkpoint(model: str, preset_name: str, size: int | None, scale: float | N
     from napari_numsnet import pipeline
     from napari_numsnet.config import get_preset
     from napari_numsnet.engine.checkpoint import Checkpoint, save_checkpoint
-    from napari_numsnet.models import create_model, get_spec
+    from napari_numsnet.models import create_model, scaled_widths
 
     preset = get_preset(preset_name)
     config = pipeline.model_for_preset(model, 4, preset)
     if scale is not None:
-        widths = tuple(max(2, round(w * scale)) for w in get_spec(model).default_widths)
-        config = config.replace(widths=widths)
+        config = config.replace(widths=scaled_widths(model, scale))
     preprocess = preset.preprocess if size is None else preset.preprocess.replace(size=size)
     checkpoint = Checkpoint.from_model(
         create_model(config), preprocess=preprocess, class_names=["background", "a", "b", "c"]

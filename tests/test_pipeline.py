@@ -16,6 +16,7 @@ from napari_numsnet.config import (
     get_preset,
 )
 from napari_numsnet.engine.checkpoint import Checkpoint
+from napari_numsnet.errors import NumsnetError
 from napari_numsnet.io.classes import ClassTable
 from napari_numsnet.models import create_model
 
@@ -130,6 +131,17 @@ def test_predict_files_writes_skips_and_overwrites(checkpoint, tmp_path):
     pipeline.predict_files(checkpoint, [tmp_path / "in"], out, config, overwrite=True)
     assert all(p.stat().st_mtime_ns != old for p in out.iterdir())
     assert sorted(p.name for p in out.iterdir()) == ["a_labels.npy", "b_labels.npy"]
+
+
+def test_predict_files_refuses_two_stacks_with_the_same_output_name(checkpoint, tmp_path):
+    _write_stacks(tmp_path / "x")
+    _write_stacks(tmp_path / "y")
+    config = PredictConfig(device="cpu")
+    with pytest.raises(NumsnetError, match="would both be written"):
+        pipeline.predict_files(
+            checkpoint, [tmp_path / "x", tmp_path / "y"], tmp_path / "o", config
+        )
+    assert not list((tmp_path / "o").glob("*_labels.npy"))
 
 
 def test_predict_files_matches_predict(checkpoint, tmp_path):

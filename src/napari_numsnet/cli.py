@@ -347,7 +347,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     summary = cohort.predict_cohort(
         args.checkpoint,
-        inputs,
+        files,
         output,
         config,
         workers=args.workers,

@@ -107,27 +107,15 @@ def plan_cohort(inputs: Sequence[str | Path], output: str | Path) -> list[Cohort
     Raises
     ------
     NumsnetError
-        No stack found, an input missing, or two inputs that would write the same
-        output file (same file name in different folders).
+        As :func:`napari_numsnet.pipeline.prediction_targets`.
     """
-    from napari_numsnet.pipeline import output_name, stack_files
+    from napari_numsnet.pipeline import prediction_targets
 
-    output = Path(output)
-    status_folder = output / STATUS_FOLDER
-    files = stack_files(inputs)
-    targets = {(output / output_name(p)).resolve() for p in files}
-    files = [p for p in files if p.resolve() not in targets]  # outputs of an earlier run
-    jobs, seen = [], {}
-    for path in files:
-        name = output_name(path)
-        if name in seen:
-            raise NumsnetError(
-                f"{seen[name]} and {path} would both be written to {output / name}.",
-                "Rename one of them, or predict the folders into separate outputs.",
-            )
-        seen[name] = path
-        jobs.append(CohortJob(path, output / name, status_folder / f"{name}.json"))
-    return jobs
+    status_folder = Path(output) / STATUS_FOLDER
+    return [
+        CohortJob(path, target, status_folder / f"{target.name}.json")
+        for path, target in prediction_targets(inputs, output)
+    ]
 
 
 def read_status(job: CohortJob) -> dict[str, Any] | None:
@@ -194,46 +182,27 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-Predict = Callable[[np.ndarray], Any]
-
-
-def make_predict(predictor: Any, config: PredictConfig, probabilities: bool) -> Predict:
-    """``image (Z, H, W) -> Prediction`` for a checkpoint (model built once) or a cascade."""
-    from napari_numsnet.engine.checkpoint import Checkpoint
-    from napari_numsnet.engine.predict import predict_volume
-
-    if isinstance(predictor, Checkpoint):
-        model = predictor.build_model()
-
-        def run(image: np.ndarray) -> Any:
-            return predict_volume(
-                model, image, predictor.preprocess, config, return_probabilities=probabilities
-            )
-
-        return run
-    return lambda image: predictor.predict(image, config, probabilities=probabilities)
-
-
 def predict_job(
-    predict: Predict, job: CohortJob, values: dict[int, str], stack_axis: int | None
+    predict: Callable[[np.ndarray], Any],
+    job: CohortJob,
+    values: dict[int, str],
+    stack_axis: int | None,
 ) -> dict[str, Any]:
     """Predict one stack, write its labels (and probabilities) atomically.
 
     Returns the result part of its status record: slices, spacing, class volumes in
     mL (``values``: label value -> class name) and seconds.
     """
-    from napari_numsnet.io.atomic import atomic_path
     from napari_numsnet.io.labels import write_labels
     from napari_numsnet.io.volume import read_volume
+    from napari_numsnet.pipeline import write_probabilities
 
     start = time.perf_counter()
     volume = read_volume(job.input, stack_axis=stack_axis)
     result = predict(volume.data)
     write_labels(job.output, result.labels, volume.meta)
     if result.probabilities is not None:
-        target = job.output.with_name(job.output.name.split(".")[0] + "_probabilities.npy")
-        with atomic_path(target) as tmp:
-            np.save(tmp, result.probabilities)
+        write_probabilities(job.output, result.probabilities)
     return {
         "status": "done",
         "slices": int(volume.data.shape[0]),
@@ -255,7 +224,9 @@ class _Runner:
         probabilities: bool,
         worker: int,
     ) -> None:
-        self.predict = make_predict(predictor, config, probabilities)
+        from napari_numsnet.pipeline import make_predictor
+
+        self.predict = make_predictor(predictor, config, probabilities)
         self.values = class_value_names(predictor)
         self.stack_axis = stack_axis
         self.base = {"worker": worker, "pid": os.getpid(), "device": config.device}

@@ -11,7 +11,7 @@ functions; none of them imports napari or Qt.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -44,7 +44,7 @@ from napari_numsnet.io.atomic import atomic_path
 from napari_numsnet.io.classes import ClassTable, load_class_table
 from napari_numsnet.io.labels import read_labels, write_labels
 from napari_numsnet.io.volume import EXTENSIONS, Volume, read_volume
-from napari_numsnet.models import create_model, get_spec
+from napari_numsnet.models import create_model, get_spec, scaled_widths
 
 #: Window applied to CT in Hounsfield units before min-max scaling (HU).
 CT_WINDOW = (-1000.0, 1000.0)
@@ -117,15 +117,11 @@ def model_for_preset(
     name: str, num_classes: int, preset: Preset, in_channels: int = 1, exclusive: bool = True
 ) -> ModelConfig:
     """The model ``name`` at the preset's size (the paper's widths times ``width_scale``)."""
-    spec = get_spec(name)
-    widths = None
-    if preset.width_scale != 1.0:
-        widths = tuple(max(2, round(w * preset.width_scale)) for w in spec.default_widths)
     return ModelConfig(
-        spec.name,
+        get_spec(name).name,
         in_channels=in_channels,
         num_classes=num_classes,
-        widths=widths,
+        widths=scaled_widths(name, preset.width_scale),
         exclusive=exclusive,
     )
 
@@ -450,6 +446,68 @@ def output_name(path: Path) -> str:
     return name + "_labels.nii.gz"
 
 
+def prediction_targets(
+    inputs: Sequence[str | Path], output: str | Path
+) -> list[tuple[Path, Path]]:
+    """``(stack, label file)`` for every stack of ``inputs`` predicted into the folder
+    ``output``.
+
+    Outputs of an earlier run that lie among the inputs (an output folder that is also
+    an input) are no new inputs.
+
+    Raises
+    ------
+    NumsnetError
+        No stack found, an input missing, or two inputs that would write the same
+        output file (same file name in different folders).
+    """
+    output = Path(output)
+    files = stack_files(inputs)
+    targets = {(output / output_name(p)).resolve() for p in files}
+    pairs: list[tuple[Path, Path]] = []
+    seen: dict[str, Path] = {}
+    for path in files:
+        if path.resolve() in targets:
+            continue
+        name = output_name(path)
+        if name in seen:
+            raise NumsnetError(
+                f"{seen[name]} and {path} would both be written to {output / name}.",
+                "Rename one of them, or predict the folders into separate outputs.",
+            )
+        seen[name] = path
+        pairs.append((path, output / name))
+    return pairs
+
+
+def make_predictor(
+    checkpoint: Checkpoint | Any, config: PredictConfig, probabilities: bool = False
+) -> Callable[[np.ndarray], Prediction]:
+    """``image (Z, H, W) -> Prediction`` for many stacks: a checkpoint's model is built
+    once; any other predictor (a :class:`~napari_numsnet.cascade.Cascade`) is called
+    through its ``predict(image, config, probabilities)``."""
+    if isinstance(checkpoint, Checkpoint):
+        model = checkpoint.build_model()
+
+        def run(image: np.ndarray) -> Prediction:
+            return predict_volume(
+                model, image, checkpoint.preprocess, config, return_probabilities=probabilities
+            )
+
+        return run
+    return lambda image: checkpoint.predict(image, config, probabilities=probabilities)
+
+
+def write_probabilities(labels_path: str | Path, probabilities: np.ndarray) -> Path:
+    """Save ``(C, Z, H, W)`` probabilities atomically as ``<stem>_probabilities.npy``
+    beside the label file ``labels_path``."""
+    labels_path = Path(labels_path)
+    target = labels_path.with_name(labels_path.name.split(".")[0] + "_probabilities.npy")
+    with atomic_path(target) as tmp:
+        np.save(tmp, probabilities)
+    return target
+
+
 def predict_files(
     checkpoint: Checkpoint | Any,
     inputs: Sequence[str | Path],
@@ -462,44 +520,26 @@ def predict_files(
     """Segment every stack of ``inputs``; write each label stack with its geometry.
 
     With one input file, ``output`` may be the output file; otherwise it is a folder
-    receiving ``<name>_labels.<ext>``. Existing outputs are skipped unless ``overwrite``
-    (so an interrupted run can be restarted). Every file is written atomically.
-    ``checkpoint`` may also be a predictor with ``predict(image, config, probabilities)``,
-    such as a :class:`~napari_numsnet.cascade.Cascade`.
+    receiving ``<name>_labels.<ext>`` (see :func:`prediction_targets`). Existing outputs
+    are skipped unless ``overwrite`` (so an interrupted run can be restarted). Every file
+    is written atomically. ``checkpoint`` may also be a predictor with
+    ``predict(image, config, probabilities)``, such as a
+    :class:`~napari_numsnet.cascade.Cascade`.
     """
     files = stack_files(inputs)
     output = Path(output)
-    single = len(files) == 1 and is_stack(output) and not output.is_dir()
-    if not single:
-        output.mkdir(parents=True, exist_ok=True)
-        # An output folder that is also an input: earlier outputs are no new inputs.
-        targets = {(output / output_name(p)).resolve() for p in files}
-        files = [p for p in files if p.resolve() not in targets]
-    if isinstance(checkpoint, Checkpoint):
-        model = checkpoint.build_model()
-
-        def run(image: np.ndarray) -> Prediction:
-            return predict_volume(
-                model, image, checkpoint.preprocess, config, return_probabilities=probabilities
-            )
+    if len(files) == 1 and is_stack(output) and not output.is_dir():
+        pairs = [(files[0], output)]
     else:
-
-        def run(image: np.ndarray) -> Prediction:
-            return checkpoint.predict(image, config, probabilities=probabilities)
-
-    done = []
-    for path in files:
-        target = output if single else output / output_name(path)
+        output.mkdir(parents=True, exist_ok=True)
+        pairs = prediction_targets(files, output)
+    run = make_predictor(checkpoint, config, probabilities)
+    for path, target in pairs:
         if target.exists() and not overwrite:
-            done.append((path, target))
             continue
         volume = read_volume(path, stack_axis=stack_axis)
         result = run(volume.data)
         write_labels(target, result.labels, volume.meta)
         if probabilities and result.probabilities is not None:
-            with atomic_path(
-                target.with_name(target.name.split(".")[0] + "_probabilities.npy")
-            ) as tmp:
-                np.save(tmp, result.probabilities)
-        done.append((path, target))
-    return done
+            write_probabilities(target, result.probabilities)
+    return pairs

@@ -24,7 +24,7 @@ from napari_numsnet.config import DEFAULT_MODEL, PRESETS, ModelConfig
 from napari_numsnet.engine.device import available_devices, describe_device, select_device
 from napari_numsnet.engine.events import TrainEvent, TrainState
 from napari_numsnet.errors import NumsnetError
-from napari_numsnet.models import get_spec, list_models
+from napari_numsnet.models import get_spec, list_models, scaled_widths
 
 from .errors import reported
 from .plot import TrainingPlot
@@ -37,13 +37,6 @@ WIDTH_SCALES = {"1 (paper)": 1.0, "1/2": 0.5, "1/4": 0.25, "1/8": 0.125}
 def model_choices() -> list[tuple[str, str]]:
     """``(registry name, "Title (N.N M parameters)")`` at the paper's widths, 3 classes."""
     return [(s.name, f"{s.title} ({n / 1e6:.1f} M parameters)") for s, n in list_models()]
-
-
-def _scaled_widths(name: str, scale: float) -> tuple[int, ...] | None:
-    """The paper's widths of model ``name`` times ``scale`` (``None``: the paper's)."""
-    if scale == 1.0:
-        return None
-    return tuple(max(2, round(w * scale)) for w in get_spec(name).default_widths)
 
 
 class TrainWidget(QWidget):
@@ -174,10 +167,10 @@ class TrainWidget(QWidget):
         s = self.controller.settings
         spec = get_spec(self.model.currentData())
         scale = WIDTH_SCALES[self.width_scale.currentText()]
-        s.model = s.model.replace(name=spec.name, widths=_scaled_widths(spec.name, scale))
+        s.model = s.model.replace(name=spec.name, widths=scaled_widths(spec.name, scale))
         region = self.cascade.currentData()
         s.cascade_region = (
-            None if region is None else ModelConfig(region, widths=_scaled_widths(region, scale))
+            None if region is None else ModelConfig(region, widths=scaled_widths(region, scale))
         )
         s.training = s.training.replace(
             epochs=self.epochs.value(),

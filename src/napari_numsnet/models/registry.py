@@ -139,6 +139,14 @@ def get_spec(name: str) -> ModelSpec:
     return MODELS[key]
 
 
+def scaled_widths(name: str, scale: float) -> tuple[int, ...] | None:
+    """The paper's widths of model ``name`` times ``scale`` (at least 2 filters each);
+    ``None`` (the paper's widths) for a scale of 1."""
+    if scale == 1.0:
+        return None
+    return tuple(max(2, round(w * scale)) for w in get_spec(name).default_widths)
+
+
 def create_model(config: ModelConfig) -> nn.Module:
     """Build the network described by ``config``.
 
