@@ -152,11 +152,9 @@ def class_value_names(predictor: Any) -> dict[int, str]:
     """Label value -> class name for the predictor's classes (background left out)."""
     model_config = predictor.model_config
     names = list(predictor.class_names)
-    if model_config.exclusive:
-        return {v: names[v] for v in range(1, len(names))}
-    if len(names) == model_config.num_classes:  # one name per independent plane
-        return {v + 1: names[v] for v in range(len(names))}
-    return {v: names[v] for v in range(1, len(names))}
+    if not model_config.exclusive and len(names) == model_config.num_classes:
+        return {v + 1: names[v] for v in range(len(names))}  # one name per plane
+    return {v: names[v] for v in range(1, len(names))}  # names[0] is the background
 
 
 def class_volumes_ml(
