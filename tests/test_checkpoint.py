@@ -81,8 +81,7 @@ def test_failed_save_leaves_the_old_checkpoint_intact(trained, tmp_path, monkeyp
     )
 
     def broken_save(obj, f, *args, **kwargs):
-        with open(f, "wb") as handle:
-            handle.write(b"PK\x03\x04 half a checkpoint")
+        f.write(b"PK\x03\x04 half a checkpoint")
         raise OSError("disk full")
 
     monkeypatch.setattr(checkpoint_module.torch, "save", broken_save)

@@ -7,6 +7,8 @@ tensors and plain Python values only, never pickled code.
 
 from __future__ import annotations
 
+import io
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,8 +17,9 @@ import torch
 from torch import nn
 
 from napari_numsnet.config import ModelConfig, PreprocessConfig, TrainConfig
-from napari_numsnet.errors import NumsnetError
-from napari_numsnet.io.atomic import atomic_path
+from napari_numsnet.errors import NumsnetError, ResourceError, resource_error
+from napari_numsnet.io.atomic import atomic_path, write_fully
+from napari_numsnet.io.resources import check_allocation
 from napari_numsnet.models import create_model
 
 FORMAT = "napari-numsnet-checkpoint"
@@ -61,7 +64,39 @@ class Checkpoint:
         return int(self.record.get("epochs_done", 0))
 
     def build_model(self) -> nn.Module:
-        """The model with these weights, on the CPU, in eval mode."""
+        """The model with these weights, on the CPU, in eval mode.
+
+        The model is first laid out on the ``meta`` device (no memory): its size is
+        checked against the memory available and its layers against the weights before
+        anything is allocated.
+        """
+        try:
+            with torch.device("meta"):
+                layout = create_model(self.model_config).state_dict()
+        except NumsnetError:
+            raise
+        except Exception as exc:  # a configuration edited into nonsense
+            raise NumsnetError(
+                f"The checkpoint's model configuration cannot be built ({exc}).",
+                "The file is damaged or was edited: use another checkpoint or retrain.",
+            ) from exc
+        wrong = [
+            k
+            for k, v in layout.items()
+            if k not in self.state_dict or tuple(self.state_dict[k].shape) != tuple(v.shape)
+        ]
+        if wrong:
+            raise NumsnetError(
+                f"The checkpoint's weights do not fit its {self.model_config.name} model "
+                f"({len(wrong)} layers differ, e.g. {wrong[0]}).",
+                "The file is damaged or was edited: use another checkpoint or retrain.",
+            )
+        nbytes = sum(v.numel() * v.element_size() for v in layout.values())
+        check_allocation(
+            nbytes,
+            f"The checkpoint's {self.model_config.name} model needs",
+            "Use a smaller model (--width-scale) or a machine with more memory.",
+        )
         model = create_model(self.model_config)
         try:
             model.load_state_dict(self.state_dict)
@@ -87,12 +122,34 @@ class Checkpoint:
         }
 
 
+def checkpoint_bytes(data: dict[str, Any]) -> bytes:
+    """``torch.save`` of ``data`` into memory (so a full disk fails as a plain write)."""
+    buffer = io.BytesIO()
+    torch.save(data, buffer)
+    return buffer.getvalue()
+
+
 def save_checkpoint(checkpoint: Checkpoint, path: str | Path) -> Path:
-    """Write ``checkpoint`` to ``path`` atomically and return the path."""
+    """Write ``checkpoint`` to ``path`` atomically and return the path.
+
+    The file is serialised in memory first and then written in one go to a temporary
+    file that is renamed onto ``path`` only when complete, so a kill or a full disk at
+    any moment leaves the previous file at ``path`` as it was.
+
+    Raises
+    ------
+    ResourceError
+        The folder cannot be created or written (disk full, file size limit, read-only,
+        permissions), or ``path`` is a folder; no temporary file is left behind.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise resource_error(exc, path) from exc
+    data = checkpoint_bytes(checkpoint.to_dict())
     with atomic_path(path) as tmp:
-        torch.save(checkpoint.to_dict(), tmp)
+        write_fully(tmp, data)
     return path
 
 
@@ -111,7 +168,16 @@ def read_checkpoint_file(path: str | Path) -> dict[str, Any]:
             "Train a model first (numsnet train) or give the path of a *.numsnet.pt file.",
         )
     try:
+        size = os.path.getsize(path)
+    except OSError as exc:
+        raise resource_error(exc, path, "read") from exc
+    check_allocation(size, f"The checkpoint {path} needs", "Use it on a machine with more memory.")
+    try:
         data = torch.load(path, map_location="cpu", weights_only=True)
+    except ResourceError:
+        raise
+    except OSError as exc:
+        raise resource_error(exc, path, "read") from exc
     except Exception as exc:  # torch raises many types for a damaged file
         raise NumsnetError(
             f"The checkpoint {path} cannot be read ({type(exc).__name__}: {exc}).",
