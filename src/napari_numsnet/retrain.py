@@ -1,0 +1,165 @@
+"""Retrain after a correction: continue from the last weights for a small step budget.
+
+The correction loop (annotate, predict, correct the suggested slice, accept, retrain)
+needs a retraining that is short and whose effect is visible. :func:`retrain` continues
+a checkpoint on the current annotations for ``budget_steps`` optimiser steps (seconds on
+a CPU, not a full run) and scores the held-out validation slices before and after.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from napari_numsnet import pipeline
+from napari_numsnet.config import TrainConfig
+from napari_numsnet.engine.checkpoint import Checkpoint
+from napari_numsnet.engine.device import select_device
+from napari_numsnet.engine.events import ProgressCallback, TrainEvent, TrainState
+from napari_numsnet.engine.trainer import evaluate_stacks, label_names
+from napari_numsnet.errors import NumsnetError
+
+#: Steps of one retrain after an accepted slice, chosen on the loop benchmark
+#: (``benchmarks/loop.py``): enough to take the new slice in, seconds on two CPU cores.
+DEFAULT_BUDGET_STEPS = 30
+
+
+@dataclass
+class RetrainResult:
+    """What :func:`retrain` did.
+
+    Attributes
+    ----------
+    checkpoint
+        The continued checkpoint (its record holds every epoch so far).
+    dice_before, dice_after
+        Dice per class on the validation slices before and after (class name -> Dice in
+        ``[0, 1]``; empty without validation slices).
+    steps
+        Optimiser steps run.
+    seconds
+        Wall-clock seconds of the training (validation excluded).
+    """
+
+    checkpoint: Checkpoint
+    dice_before: dict[str, float]
+    dice_after: dict[str, float]
+    steps: int
+    seconds: float
+
+    @staticmethod
+    def _mean(dice: dict[str, float]) -> float:
+        values = [v for k, v in dice.items() if k != "background"]
+        return float(np.mean(values)) if values else float("nan")
+
+    @property
+    def mean_before(self) -> float:
+        """Mean foreground Dice before (NaN without validation slices)."""
+        return self._mean(self.dice_before)
+
+    @property
+    def mean_after(self) -> float:
+        """Mean foreground Dice after (NaN without validation slices)."""
+        return self._mean(self.dice_after)
+
+
+def _supports_steps() -> bool:
+    return "steps" in {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+def _validation_dice(
+    checkpoint: Checkpoint, stacks: Sequence[pipeline.AnnotatedStack]
+) -> dict[str, float]:
+    """Dice per class of ``checkpoint`` on the held-out slices of ``stacks``."""
+    if not any(len(s.val_slices) for s in stacks):
+        return {}
+    model = checkpoint.build_model()
+    cfg = checkpoint.model_config
+    _, val = pipeline.build_training_data(
+        stacks, cfg, checkpoint.preprocess, bool(getattr(model, "volumetric", False))
+    )
+    device = select_device(checkpoint.train_config.device if checkpoint.train_config else "cpu")
+    names = label_names(checkpoint.class_names, cfg.num_classes, cfg.exclusive)
+    return evaluate_stacks(model, val, names, device)
+
+
+def retrain(
+    checkpoint: Checkpoint,
+    stacks: pipeline.AnnotatedStack | Sequence[pipeline.AnnotatedStack],
+    budget_steps: int = DEFAULT_BUDGET_STEPS,
+    training: TrainConfig | None = None,
+    callback: ProgressCallback | None = None,
+    stop_event: threading.Event | None = None,
+) -> RetrainResult:
+    """Continue ``checkpoint`` on the current annotations for ``budget_steps`` steps.
+
+    Parameters
+    ----------
+    checkpoint
+        The last weights (with their optimiser state, preprocessing and classes).
+    stacks
+        The annotated stack(s), the accepted correction included; their ``val_slices``
+        are held out and scored before and after.
+    budget_steps
+        Optimiser steps to run (at least 1), whatever the number of annotated slices.
+    training
+        Batch size, learning rate, augmentation, device, seed; ``None`` takes the
+        checkpoint's own training settings. Its epochs are ignored.
+    callback, stop_event
+        Progress events and the stop flag, as for :func:`pipeline.train`.
+
+    Returns
+    -------
+    RetrainResult
+        The new checkpoint and the validation Dice before and after.
+
+    Raises
+    ------
+    NumsnetError
+        A budget below 1 step, or the errors of :func:`pipeline.train`.
+    """
+    if budget_steps < 1:
+        raise NumsnetError(
+            f"The retraining budget is {budget_steps} steps.", "Give at least 1 step."
+        )
+    if not isinstance(checkpoint, Checkpoint):
+        raise NumsnetError(
+            "Only a single model can be retrained, not a cascade.",
+            "Retrain each stage of the cascade with its own annotations.",
+        )
+    stacks = [stacks] if isinstance(stacks, pipeline.AnnotatedStack) else list(stacks)
+    base = training or checkpoint.train_config or TrainConfig()
+    before = _validation_dice(checkpoint, stacks)
+    emit = callback or (lambda event: None)
+    stop = stop_event or threading.Event()
+    budget_stop = threading.Event()  # set when the budget is spent (fit without steps)
+    steps = 0
+
+    def count(event: TrainEvent) -> None:
+        nonlocal steps
+        if event.kind == "step":
+            steps += 1
+            if not _supports_steps() and steps >= budget_steps:
+                budget_stop.set()
+        if stop.is_set():
+            budget_stop.set()
+        emit(event)
+
+    if _supports_steps():
+        config = base.replace(steps=budget_steps)
+    else:  # epochs only: enough epochs to cover the budget, ended by the stop flag
+        config = base.replace(epochs=max(1, budget_steps))
+    start = time.perf_counter()
+    continued = pipeline.train(
+        stacks, training=config, resume=checkpoint, callback=count, stop_event=budget_stop
+    )
+    seconds = time.perf_counter() - start
+    if not stop.is_set() and steps >= budget_steps:
+        continued.record["state"] = TrainState.DONE.value  # the budget, not the user, ended it
+    after = _validation_dice(continued, stacks)
+    return RetrainResult(continued, before, after, steps, seconds)

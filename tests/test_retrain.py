@@ -1,0 +1,82 @@
+"""Retrain after a correction: step budget, continued weights, Dice before and after."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import TINY_WIDTHS, square_images
+from napari_numsnet import pipeline
+from napari_numsnet.config import ModelConfig, PreprocessConfig, TrainConfig
+from napari_numsnet.errors import NumsnetError
+from napari_numsnet.retrain import RetrainResult, retrain
+
+TRAINING = TrainConfig(
+    epochs=1, batch_size=2, learning_rate=1e-2, augment=False, amp=False, device="cpu"
+)
+
+
+@pytest.fixture(scope="module")
+def first_model() -> tuple[pipeline.Checkpoint, pipeline.AnnotatedStack]:
+    """A tiny UNet after one epoch on 3 slices of 10; slices 8 and 9 held out."""
+    images, labels = square_images(n=10, seed=5)
+    stack = pipeline.AnnotatedStack(images, labels, [2, 5, 8, 9], val_slices=[8, 9], name="sq")
+    checkpoint = pipeline.train(
+        pipeline.AnnotatedStack(images, labels, [2, 5], name="sq"),
+        ModelConfig("unet", num_classes=2, widths=TINY_WIDTHS),
+        TRAINING,
+        PreprocessConfig(size=32),
+    )
+    return checkpoint, stack
+
+
+def test_retrain_runs_the_budget_and_improves_validation_dice(first_model) -> None:
+    checkpoint, stack = first_model
+    events = []
+    result = retrain(checkpoint, stack, budget_steps=40, callback=events.append)
+    assert isinstance(result, RetrainResult)
+    assert result.steps == 40
+    assert sum(e.kind == "step" for e in events) == 40
+    assert set(result.dice_before) == set(result.dice_after) >= {"class 1"}
+    # One epoch on two slices is far from done; 40 more steps learn the squares.
+    assert result.mean_after > result.mean_before + 0.1, (result.dice_before, result.dice_after)
+    assert result.mean_after > 0.8
+    assert result.checkpoint.record["state"] == "done"
+    assert result.seconds > 0
+    assert len(result.checkpoint.record["epochs"]) > len(checkpoint.record["epochs"])
+    changed = any(
+        not torch.equal(checkpoint.state_dict[k], v)
+        for k, v in result.checkpoint.state_dict.items()
+    )
+    assert changed
+    # The accepted slices are trained on, the held-out ones are not.
+    assert result.checkpoint.record["annotated"]["sq"] == [2, 5]
+
+
+def test_retrain_without_validation_slices_reports_no_dice(first_model) -> None:
+    checkpoint, stack = first_model
+    plain = pipeline.AnnotatedStack(stack.image, stack.labels, [2, 5, 8], name="sq")
+    result = retrain(checkpoint, plain, budget_steps=3)
+    assert result.steps == 3
+    assert result.dice_before == {} and result.dice_after == {}
+    assert np.isnan(result.mean_before) and np.isnan(result.mean_after)
+
+
+def test_a_stopped_retrain_says_so(first_model) -> None:
+    checkpoint, stack = first_model
+    stop = threading.Event()
+    stop.set()
+    result = retrain(checkpoint, stack, budget_steps=5, stop_event=stop)
+    assert result.steps == 0
+    assert result.checkpoint.record["state"] == "stopped"
+
+
+def test_bad_budgets_and_cascades_are_refused(first_model) -> None:
+    checkpoint, stack = first_model
+    with pytest.raises(NumsnetError, match="at least 1 step"):
+        retrain(checkpoint, stack, budget_steps=0)
+    with pytest.raises(NumsnetError, match="cascade"):
+        retrain(object(), stack)  # type: ignore[arg-type]
