@@ -60,7 +60,7 @@ def test_image_stem(name, stem):
 
 def test_work_folder_lies_beside_the_image(ct):
     path = Path(ct.meta.source_path)
-    assert work_folder_for(path) == path.parent / "patient 1.numsnet-work"
+    assert work_folder_for(path) == path.parent / "patient 1.nii.gz.numsnet-work"
 
 
 def test_work_folder_falls_back_to_the_user_folder(tmp_path, monkeypatch):
@@ -91,8 +91,9 @@ def test_annotations_round_trip_as_nifti_in_the_image_geometry(ct):
     labels[4, 10:20, 30:40] = 2
     labels[9, 0, 0] = 1
     sampling = SamplingConfig(strategy="mid_seq", fraction=0.2, seed=3)
-    workspace.save_annotations(labels, [9, 4, 12], CLASSES, sampling)
-    assert sorted(p.name for p in workspace.folder.iterdir()) == [
+    save = workspace.save_annotations(labels, [9, 4, 12], CLASSES, sampling)
+    assert [p.name for p in workspace.folder.iterdir()] == ["save-00000001"]
+    assert sorted(p.name for p in save.iterdir()) == [
         "annotations.nii.gz",
         "classes.json",
         "work.json",
@@ -138,15 +139,20 @@ def test_damaged_record_says_what_to_do(ct):
 
 def test_saving_again_replaces_files_atomically(ct):
     workspace = Workspace.for_image(ct.meta.source_path, None, ct.meta)
-    for value in (1, 2):
+    for value in (1, 2, 3, 4, 5):
         workspace.save_annotations(np.full(ct.data.shape, value, np.uint8), [value], CLASSES)
     assert sorted(p.name for p in workspace.folder.iterdir()) == [
+        "save-00000003",
+        "save-00000004",
+        "save-00000005",
+    ]  # no temporary files left behind, the three newest saves kept
+    assert sorted(p.name for p in workspace.saves()[0].iterdir()) == [
         "annotations.nii.gz",
         "classes.json",
         "work.json",
-    ]  # no temporary files left behind
-    assert json.loads(workspace.state_path.read_text())["annotated"] == [2]
-    assert np.all(workspace.load_annotations().labels == 2)
+    ]
+    assert json.loads(workspace.state_path.read_text())["annotated"] == [5]
+    assert np.all(workspace.load_annotations().labels == 5)
 
 
 def test_checkpoint_round_trip(tmp_path):

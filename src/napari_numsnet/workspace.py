@@ -2,28 +2,37 @@
 
 The napari plugin autosaves here while the user paints and restores from here when the
 same image is opened again, so a crash or a closed window loses nothing. The folder lies
-beside the image, ``<image name>.numsnet-work/``; when that folder cannot be written (or
-is inside the installed package, or the image has no file), it lies in the user's data
-folder instead, named after the image and a hash of its path (or of its voxels).
+beside the image, ``<whole file name>.numsnet-work/`` (``ct.nii`` and ``ct.nii.gz`` get
+two folders); when that folder cannot be written (or is inside the installed package, or
+the image has no file), it lies in the user's data folder instead, named after the image
+and a hash of its path (or of its voxels).
 
-Contents, each written atomically (``napari_numsnet.io.atomic``):
+One autosave is one unit: a folder ``save-<number>/`` written completely under a
+temporary name and renamed into place in one step, holding
 
 - ``annotations.nii.gz`` (images with NIfTI geometry) or ``annotations.npy``: the
   ``(Z, H, W)`` annotation stack, in the layout and geometry of the image file;
 - ``classes.json``: the class table (names and colours);
-- ``work.json``: the annotated slices, the slice planner's settings, the image's shape
-  and geometry;
-- ``model.numsnet.pt``: the last checkpoint (or cascade of two checkpoints).
+- ``work.json``, written last: the annotated slices, the slice planner's settings, the
+  image's shape, geometry and fingerprint, and the size and hash of the two files above.
 
-Standard library, numpy and the package's core only: no Qt, no napari.
+Loading takes the newest save whose files match its record, so a kill at any moment
+leaves the previous save to load; the three newest saves are kept. Beside the saves lies
+``model.numsnet.pt``, the last checkpoint (or cascade), written atomically.
+
+Where the folder lies: ``napari_numsnet.workfolder``. Standard library, numpy and the
+package's core only: no Qt, no napari.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import io
 import json
 import os
-import sys
+import re
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,119 +42,56 @@ import numpy as np
 
 from napari_numsnet.config import SamplingConfig
 from napari_numsnet.engine.checkpoint import Checkpoint
-from napari_numsnet.errors import NumsnetError
-from napari_numsnet.io.atomic import atomic_path, atomic_write_bytes
-from napari_numsnet.io.classes import ClassTable, load_class_table, save_class_table
+from napari_numsnet.errors import NumsnetError, ResourceError, resource_error
+from napari_numsnet.io.atomic import (
+    fsync_dir,
+    remove_own_temporaries,
+    temporary_name,
+    write_fully,
+)
+from napari_numsnet.io.classes import ClassTable, load_class_table
 from napari_numsnet.io.labels import read_labels, write_labels
-from napari_numsnet.io.volume import EXTENSIONS, VolumeMeta
+from napari_numsnet.io.volume import VolumeMeta
+from napari_numsnet.workfolder import (
+    WORK_ROOT_ENV,
+    WORK_SUFFIX,
+    data_key,
+    image_fingerprint,
+    image_stem,
+    legacy_folder,
+    user_work_root,
+    work_folder_for,
+)
 
 if TYPE_CHECKING:
     from napari_numsnet.cascade import Cascade
 
-WORK_SUFFIX = ".numsnet-work"
 ANNOTATIONS_NIFTI = "annotations.nii.gz"
 ANNOTATIONS_NUMPY = "annotations.npy"
 CLASSES_FILE = "classes.json"
 STATE_FILE = "work.json"
 CHECKPOINT_FILE = "model.numsnet.pt"
-#: Environment variable that overrides the user data folder for work folders.
-WORK_ROOT_ENV = "NAPARI_NUMSNET_WORK_DIR"
 STATE_FORMAT = "napari-numsnet-work"
+#: Complete saves kept in a work folder (older ones are removed after a new save).
+KEEP_SAVES = 3
+_SAVE_PATTERN = re.compile(r"^save-(\d{8})$")
 
 
-def image_stem(path: str | os.PathLike[str]) -> str:
-    """File name without its image extension: ``ct.nii.gz`` -> ``ct``."""
-    name = Path(path).name
-    for ext in EXTENSIONS:
-        if name.lower().endswith(ext):
-            return name[: -len(ext)]
-    return Path(name).stem
+__all__ = [
+    "WORK_ROOT_ENV",
+    "WORK_SUFFIX",
+    "SavedWork",
+    "Workspace",
+    "data_key",
+    "image_fingerprint",
+    "image_stem",
+    "user_work_root",
+    "work_folder_for",
+]
 
 
-def user_work_root() -> Path:
-    """Folder for work folders that cannot lie beside their image.
-
-    ``$NAPARI_NUMSNET_WORK_DIR`` if set; else ``%LOCALAPPDATA%/napari-numsnet/work`` on
-    Windows, ``~/Library/Application Support/napari-numsnet/work`` on macOS and
-    ``$XDG_DATA_HOME/napari-numsnet/work`` (default ``~/.local/share``) elsewhere.
-    """
-    if os.environ.get(WORK_ROOT_ENV):
-        return Path(os.environ[WORK_ROOT_ENV])
-    if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Application Support"
-    else:
-        base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
-    return base / "napari-numsnet" / "work"
-
-
-def data_key(data: np.ndarray) -> str:
-    """A 16-hex-digit hash of an array's shape, dtype and values (for images without a file)."""
-    array = np.ascontiguousarray(data)
-    digest = hashlib.blake2b(digest_size=8)
-    digest.update(f"{array.shape}|{array.dtype.str}".encode())
-    digest.update(memoryview(array).cast("B"))
-    return digest.hexdigest()
-
-
-def _path_key(path: Path) -> str:
-    return hashlib.blake2b(str(path.resolve()).encode(), digest_size=8).hexdigest()
-
-
-def _package_folder() -> Path:
-    return Path(__file__).resolve().parent
-
-
-def _can_write_beside(path: Path) -> bool:
-    folder = path.resolve().parent
-    if folder == _package_folder() or _package_folder() in folder.parents:
-        return False  # never write into the installed package (e.g. its sample data)
-    return folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)
-
-
-def work_folder_for(
-    source_path: str | os.PathLike[str] | None,
-    data: np.ndarray | None = None,
-    root: str | os.PathLike[str] | None = None,
-) -> Path:
-    """Where the work of an image lives (the folder is not created).
-
-    Parameters
-    ----------
-    source_path
-        The image file, or ``None`` for an image with no file.
-    data
-        The image's voxels; hashed to name the folder when there is no file.
-    root
-        Folder for work folders that cannot lie beside the image; ``None`` means
-        :func:`user_work_root`.
-
-    Returns
-    -------
-    Path
-        ``<folder of image>/<image name>.numsnet-work`` when that folder is writable,
-        else ``<root>/<image name>-<hash of its path>.numsnet-work``, or
-        ``<root>/array-<hash of data>.numsnet-work`` without a file.
-
-    Raises
-    ------
-    NumsnetError
-        Neither a path nor data is given.
-    """
-    fallback = Path(root) if root is not None else user_work_root()
-    if source_path is not None:
-        path = Path(source_path)
-        stem = image_stem(path)
-        if _can_write_beside(path):
-            return path.parent / f"{stem}{WORK_SUFFIX}"
-        return fallback / f"{stem}-{_path_key(path)}{WORK_SUFFIX}"
-    if data is None:
-        raise NumsnetError(
-            "Cannot name a work folder for an image with neither a file nor data.",
-            "Pass the image's path or its voxels.",
-        )
-    return fallback / f"array-{data_key(data)}{WORK_SUFFIX}"
+def _hash(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 @dataclass
@@ -162,12 +108,16 @@ class SavedWork:
         The class table, or ``None`` if none was saved.
     sampling
         The slice planner's settings.
+    recovered
+        ``None``, or why newer saves were passed over (damaged or incomplete) and which
+        save was loaded instead.
     """
 
     labels: np.ndarray
     annotated: list[int]
     classes: ClassTable | None
     sampling: SamplingConfig
+    recovered: str | None = None
 
 
 class Workspace:
@@ -180,11 +130,23 @@ class Workspace:
     meta
         Geometry of the image; NIfTI images get their annotations saved as NIfTI in the
         same geometry, anything else as ``.npy`` in stack order ``(Z, H, W)``.
+    fingerprint
+        :func:`image_fingerprint` of the image, kept with each save and checked on load.
+    legacy
+        A folder of an earlier version to read from while this one holds no save.
     """
 
-    def __init__(self, folder: str | os.PathLike[str], meta: VolumeMeta | None = None) -> None:
+    def __init__(
+        self,
+        folder: str | os.PathLike[str],
+        meta: VolumeMeta | None = None,
+        fingerprint: str | None = None,
+        legacy: str | os.PathLike[str] | None = None,
+    ) -> None:
         self.folder = Path(folder)
         self.meta = meta
+        self.fingerprint = fingerprint
+        self.legacy = None if legacy is None else Path(legacy)
 
     @classmethod
     def for_image(
@@ -194,24 +156,54 @@ class Workspace:
         meta: VolumeMeta | None = None,
         root: str | os.PathLike[str] | None = None,
     ) -> Workspace:
-        """The workspace of an image (see :func:`work_folder_for`)."""
-        return cls(work_folder_for(source_path, data, root), meta)
+        """The workspace of an image (see :func:`work_folder_for`).
+
+        ``data``, when given, is fingerprinted so that saved work is restored only onto
+        the image it was made on.
+        """
+        folder = work_folder_for(source_path, data, root)
+        legacy = None if source_path is None else legacy_folder(Path(source_path))
+        fingerprint = None if data is None else image_fingerprint(data)
+        return cls(folder, meta, fingerprint, legacy)
 
     @property
     def _nifti(self) -> bool:
         return self.meta is not None and self.meta.source_format == "nifti"
 
     @property
+    def _annotations_name(self) -> str:
+        return ANNOTATIONS_NIFTI if self._nifti else ANNOTATIONS_NUMPY
+
+    def saves(self) -> list[Path]:
+        """The save folders here, newest first (complete or not: see :meth:`load_annotations`)."""
+        try:
+            names = [e.name for e in os.scandir(self.folder) if e.is_dir()]
+        except OSError:
+            return []
+        numbered = [(int(m.group(1)), n) for n in names if (m := _SAVE_PATTERN.match(n))]
+        return [self.folder / n for _, n in sorted(numbered, reverse=True)]
+
+    def _current(self) -> Path:
+        saves = self.saves()
+        if saves:
+            return saves[0]
+        if self.legacy is not None and not (self.folder / STATE_FILE).is_file():
+            return self.legacy
+        return self.folder  # the single-file layout of earlier versions
+
+    @property
     def annotations_path(self) -> Path:
-        return self.folder / (ANNOTATIONS_NIFTI if self._nifti else ANNOTATIONS_NUMPY)
+        """The annotation file of the newest save."""
+        return self._current() / self._annotations_name
 
     @property
     def classes_path(self) -> Path:
-        return self.folder / CLASSES_FILE
+        return self._current() / CLASSES_FILE
 
     @property
     def state_path(self) -> Path:
-        return self.folder / STATE_FILE
+        """The record of the newest save."""
+        return self._current() / STATE_FILE
 
     @property
     def checkpoint_path(self) -> Path:
@@ -227,8 +219,8 @@ class Workspace:
         annotated: Sequence[int],
         classes: ClassTable | None = None,
         sampling: SamplingConfig | None = None,
-    ) -> None:
-        """Write the annotation stack, then the class table, then the record (atomically).
+    ) -> Path:
+        """Write one save (annotations, class table, record) as one unit.
 
         Parameters
         ----------
@@ -238,6 +230,17 @@ class Workspace:
             Slices that count as annotated.
         classes, sampling
             The class table and the planner's settings, kept with the work.
+
+        Returns
+        -------
+        Path
+            The new save folder.
+
+        Raises
+        ------
+        ResourceError
+            The work folder cannot be written (disk full, read-only): earlier saves are
+            intact and no temporary is left.
         """
         labels = np.asarray(labels)
         if labels.ndim != 3:
@@ -245,26 +248,73 @@ class Workspace:
                 f"Annotations of shape {labels.shape} are not a stack (Z, H, W).",
                 "Annotate with a 3D Labels layer of the image's shape.",
             )
-        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise resource_error(exc, self.folder) from exc
+        remove_own_temporaries(self.folder)
+        tmp = self.folder / temporary_name("save")
+        try:
+            tmp.mkdir()
+            files = {self._annotations_name: self._labels_bytes(labels, tmp)}
+            if classes is not None:
+                files[CLASSES_FILE] = classes.to_json().encode()
+            for name, data in files.items():
+                write_fully(tmp / name, data)
+            state: dict[str, Any] = {
+                "format": STATE_FORMAT,
+                "version": 2,
+                "shape": [int(s) for s in labels.shape],
+                "annotated": sorted({int(i) for i in annotated}),
+                "sampling": (sampling or SamplingConfig()).to_dict(),
+                "meta": None if self.meta is None else self.meta.to_dict(),
+                "fingerprint": self.fingerprint,
+                "files": {n: {"size": len(d), "blake2b": _hash(d)} for n, d in files.items()},
+            }
+            write_fully(tmp / STATE_FILE, (json.dumps(state, indent=2) + "\n").encode())
+            fsync_dir(tmp)
+            target = self._rename_into_place(tmp)
+        except BaseException as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(exc, OSError) and not isinstance(exc, ResourceError):
+                raise resource_error(exc, self.folder / "save") from exc
+            raise
+        fsync_dir(self.folder)
+        for old in self.saves()[KEEP_SAVES:]:
+            shutil.rmtree(old, ignore_errors=True)
+        return target
+
+    def _labels_bytes(self, labels: np.ndarray, scratch: Path) -> bytes:
+        """The annotation file's bytes (NIfTI through a scratch file in ``scratch``)."""
         if self._nifti:
-            write_labels(self.annotations_path, labels, self.meta)
-        else:
-            with atomic_path(self.annotations_path) as tmp, open(tmp, "wb") as handle:
-                np.save(handle, labels, allow_pickle=False)
-        if classes is not None:
-            save_class_table(classes, self.classes_path)
-        state: dict[str, Any] = {
-            "format": STATE_FORMAT,
-            "version": 1,
-            "shape": [int(s) for s in labels.shape],
-            "annotated": sorted({int(i) for i in annotated}),
-            "sampling": (sampling or SamplingConfig()).to_dict(),
-            "meta": None if self.meta is None else self.meta.to_dict(),
-        }
-        atomic_write_bytes(self.state_path, (json.dumps(state, indent=2) + "\n").encode())
+            assert self.meta is not None
+            path = write_labels(scratch / f"scratch-{ANNOTATIONS_NIFTI}", labels, self.meta)
+            data = path.read_bytes()
+            path.unlink()
+            return data
+        buffer = io.BytesIO()
+        np.save(buffer, labels, allow_pickle=False)
+        return buffer.getvalue()
+
+    def _rename_into_place(self, tmp: Path) -> Path:
+        """Rename ``tmp`` to the next free ``save-<number>`` (another writer may race)."""
+        saves = self.saves()
+        number = int(saves[0].name[5:]) + 1 if saves else 1
+        for _ in range(100):
+            target = self.folder / f"save-{number:08d}"
+            try:
+                os.rename(tmp, target)  # fails on an existing, non-empty folder
+                return target
+            except OSError as exc:
+                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY) and not target.exists():
+                    raise
+            number += 1
+        raise ResourceError(
+            f"Could not name a new save in {self.folder}.", "Move old save-* folders away."
+        )
 
     def load_annotations(self, shape: Sequence[int] | None = None) -> SavedWork | None:
-        """Read the saved annotations, or ``None`` if none were saved.
+        """Read the newest complete save, or ``None`` if nothing was saved.
 
         Parameters
         ----------
@@ -274,44 +324,86 @@ class Workspace:
         Raises
         ------
         NumsnetError
-            The record is damaged, or the annotations do not fit the image.
+            No save is complete, or the annotations belong to another image (another
+            shape or fingerprint). Nothing on disk is changed.
         """
-        if not self.has_annotations():
-            return None
+        problems: list[str] = []
+        for _ in range(3):  # a writer may prune a save while it is read: list again
+            candidates = self.saves() or ([self._current()] if self.has_annotations() else [])
+            if not candidates:
+                return None
+            for save in candidates:
+                try:
+                    work = self._read_save(save, shape)
+                except _Damaged as exc:
+                    problems.append(f"{save.name}: {exc}")
+                    continue
+                if problems:
+                    work.recovered = (
+                        f"Newer saves were damaged or incomplete ({'; '.join(problems)}); "
+                        f"restored {save.name}."
+                    )
+                return work
+        raise NumsnetError(
+            f"The work record in {self.folder} is damaged ({'; '.join(problems)}).",
+            f"Move the folder {self.folder} away to start the annotations afresh.",
+        )
+
+    def _read_save(self, save: Path, shape: Sequence[int] | None) -> SavedWork:
         try:
-            state = json.loads(self.state_path.read_text())
+            state = json.loads((save / STATE_FILE).read_text())
             annotated = [int(i) for i in state["annotated"]]
             sampling = SamplingConfig.from_dict(state.get("sampling") or {})
             saved_meta = VolumeMeta.from_dict(state["meta"]) if state.get("meta") else None
-        except (ValueError, KeyError, TypeError) as exc:
-            raise NumsnetError(
-                f"The work record {self.state_path} is damaged ({exc}).",
-                f"Move the folder {self.folder} away to start the annotations afresh.",
-            ) from exc
-        if self.annotations_path.suffix == ".npy":
-            labels = np.load(self.annotations_path, allow_pickle=False)
-        else:
-            labels = read_labels(self.annotations_path, like=saved_meta or self.meta)
+            for name, record in (state.get("files") or {}).items():
+                if _hash((save / name).read_bytes()) != record["blake2b"]:
+                    raise _Damaged(f"{name} does not match its record")
+            names = list(state.get("files") or [self._annotations_name])
+            annotations = save / next(n for n in names if n.startswith("annotations"))
+            if annotations.suffix == ".npy":
+                labels = np.load(annotations, allow_pickle=False)
+            else:
+                labels = read_labels(annotations, like=saved_meta or self.meta)  # type: ignore[arg-type]
+            classes_file = save / CLASSES_FILE
+            classes = load_class_table(classes_file) if classes_file.is_file() else None
+        except _Damaged:
+            raise
+        except (OSError, ValueError, KeyError, TypeError, StopIteration) as exc:
+            raise _Damaged(str(exc)) from exc
         if shape is not None and tuple(labels.shape) != tuple(int(s) for s in shape):
             raise NumsnetError(
                 f"The saved annotations in {self.folder} have shape {tuple(labels.shape)} "
                 f"but the image has {tuple(shape)}.",
                 "They belong to another image: move that folder away to start afresh.",
             )
-        classes = load_class_table(self.classes_path) if self.classes_path.is_file() else None
+        saved_print = state.get("fingerprint")
+        if self.fingerprint and saved_print and saved_print != self.fingerprint:
+            raise NumsnetError(
+                f"The saved annotations in {self.folder} were made on another image of the "
+                f"same shape {tuple(labels.shape)} (its voxels differ).",
+                "They belong to another image: move that folder away to start afresh.",
+            )
         return SavedWork(labels, annotated, classes, sampling)
 
     def save_checkpoint(self, checkpoint: Checkpoint | Cascade) -> Path:
         """Write the last checkpoint (or cascade) here (atomically)."""
         from napari_numsnet.cascade import save_predictor
 
-        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise resource_error(exc, self.folder) from exc
         return save_predictor(checkpoint, self.checkpoint_path)
 
     def load_checkpoint(self) -> Checkpoint | Cascade | None:
-        """The last checkpoint (or cascade) saved here, or ``None``."""
+        """The last checkpoint (or cascade) saved here (or in the legacy folder), or ``None``."""
         from napari_numsnet.cascade import load_predictor
 
-        if not self.checkpoint_path.is_file():
-            return None
-        return load_predictor(self.checkpoint_path)
+        for folder in (self.folder, self.legacy):
+            if folder is not None and (folder / CHECKPOINT_FILE).is_file():
+                return load_predictor(folder / CHECKPOINT_FILE)
+        return None
+
+
+class _Damaged(Exception):
+    """A save whose files do not match its record or cannot be read."""

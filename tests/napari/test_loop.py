@@ -54,7 +54,7 @@ def test_whole_loop(panel, ct_path, tmp_path, qtbot, tiny_model, make_napari_vie
     assert widget.annotate_tab.strip.done == set(planned)
     qtbot.waitUntil(lambda: not widget.autosaver.pending, timeout=5000)
     saved = a.workspace.load_annotations(reference.shape)
-    assert a.workspace.folder == ct_path.parent / "ct.numsnet-work"
+    assert a.workspace.folder == ct_path.parent / f"{ct_path.name}.numsnet-work"
     np.testing.assert_array_equal(saved.labels, labels.data)
     assert saved.annotated == planned and saved.classes == sample.classes
 
