@@ -62,9 +62,9 @@ def test_explicit_cpu():
 
 
 def test_describe_cpu_mentions_threads():
+    count = torch.get_num_threads()
     text = describe_device(torch.device("cpu"))
-    assert text.startswith("CPU (")
-    assert f"{torch.get_num_threads()} threads" in text
+    assert text.startswith(f"CPU, {count} thread{'s' if count != 1 else ''}")
     assert describe_device("cpu") == text
 
 

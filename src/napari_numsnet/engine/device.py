@@ -8,6 +8,7 @@ import random
 import numpy as np
 import torch
 
+from napari_numsnet.engine import threads
 from napari_numsnet.errors import NumsnetError
 
 
@@ -67,7 +68,8 @@ def describe_device(device: torch.device | str) -> str:
     """One line naming the device for the user.
 
     Examples: ``"NVIDIA H100 80GB HBM3 (79.1 GiB)"``, ``"Apple MPS"``,
-    ``"CPU (8 threads, x86_64)"``.
+    ``"CPU, 1 thread (2 cores, 1 busy), x86_64"`` (with the thread policy of
+    :mod:`~napari_numsnet.engine.threads` in force), ``"CPU, 8 threads, x86_64"``.
     """
     device = torch.device(device)
     if device.type == "cuda":
@@ -77,10 +79,12 @@ def describe_device(device: torch.device | str) -> str:
     if device.type == "mps":
         return "Apple MPS"
     if device.type == "cpu":
-        details = [f"{torch.get_num_threads()} threads"]
+        choice = threads.current()
+        count = torch.get_num_threads()
+        details = [choice.describe() if choice else f"{count} thread{'s' * (count != 1)}"]
         if platform.processor():
             details.append(platform.processor())
-        return f"CPU ({', '.join(details)})"
+        return ", ".join(["CPU", *details])
     return str(device)
 
 
