@@ -21,9 +21,18 @@ import numpy as np
 import tifffile
 
 from napari_numsnet.errors import NumsnetError
+from napari_numsnet.io.checks import NumsnetWarning, check_affine, check_claims, check_values
 
 SourceFormat = Literal["nifti", "tiff", "numpy"]
-
+__all__ = [
+    "EXTENSIONS",
+    "NumsnetWarning",
+    "Volume",
+    "VolumeMeta",
+    "file_format",
+    "read_volume",
+    "volume_from_array",
+]
 #: Accepted extensions and the format each one means.
 EXTENSIONS: dict[str, SourceFormat] = {
     ".nii.gz": "nifti",
@@ -180,15 +189,24 @@ def _check_3d(array: np.ndarray, path: Path) -> np.ndarray:
 
 def _load(path: Path, fmt: SourceFormat) -> tuple[np.ndarray, np.ndarray | None, Any]:
     """Return the file's array, its affine (NIfTI only) and header (NIfTI only)."""
+    check_claims(path, fmt)
     try:
         if fmt == "nifti":
             img = nib.load(path)
             affine = np.asarray(img.affine, dtype=np.float64)
+            check_affine(affine, path)
             return np.asanyarray(img.dataobj), affine, img.header
         if fmt == "numpy":
             return np.load(path, allow_pickle=False), None, None
         with tifffile.TiffFile(path) as tif:
             array, axes = tif.series[0].asarray(), tif.series[0].axes
+    except NumsnetError:
+        raise
+    except MemoryError as err:
+        raise NumsnetError(
+            f"Not enough memory to read {path.name}.",
+            "Close other programs, crop the volume, or use a machine with more memory.",
+        ) from err
     except Exception as err:
         raise NumsnetError(
             f"Could not read {path.name} as {fmt}: {err}",
@@ -237,6 +255,7 @@ def read_volume(path: str | os.PathLike[str], stack_axis: int | None = None) -> 
     axis = _check_axis(DEFAULT_STACK_AXIS[fmt] if stack_axis is None else stack_axis)
     array, affine, header = _load(path, fmt)
     array = _check_3d(array, path)
+    check_values(array, path)
     if affine is None:
         affine = _affine_from_spacing((1.0, 1.0, 1.0))
     file_spacing = [float(s) for s in np.sqrt((affine[:3, :3] ** 2).sum(axis=0))]
