@@ -18,7 +18,7 @@ from torch import nn
 
 from napari_numsnet.config import ModelConfig, PreprocessConfig, TrainConfig
 from napari_numsnet.errors import NumsnetError, ResourceError, resource_error
-from napari_numsnet.io.atomic import atomic_path, write_fully
+from napari_numsnet.io.atomic import atomic_path, remove_own_temporaries, write_fully
 from napari_numsnet.io.resources import check_allocation
 from napari_numsnet.models import create_model
 
@@ -148,6 +148,7 @@ def save_checkpoint(checkpoint: Checkpoint, path: str | Path) -> Path:
     except OSError as exc:
         raise resource_error(exc, path) from exc
     data = checkpoint_bytes(checkpoint.to_dict())
+    remove_own_temporaries(path.parent)  # what a killed writer left
     with atomic_path(path) as tmp:
         write_fully(tmp, data)
     return path

@@ -1,0 +1,149 @@
+"""kill -9 at random points of an autosave and of a checkpoint write: the previous state loads.
+
+A forked child writes saves (or checkpoints) in a loop, numbered 1, 2, 3, ..., and tells
+the parent after each one is complete; the parent kills it with SIGKILL after a random
+delay, then loads. What loads must be one whole save (every part carries the same
+number) and no older than the last one the child reported complete. Then one more save
+must clean the temporaries the dead writer left, and only those.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from napari_numsnet.config import ModelConfig, PreprocessConfig
+from napari_numsnet.engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from napari_numsnet.io.atomic import is_own_temporary
+from napari_numsnet.io.classes import ClassTable
+from napari_numsnet.io.volume import volume_from_array
+from napari_numsnet.models import create_model
+from napari_numsnet.workspace import Workspace
+
+REPETITIONS = 20
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork (POSIX)")
+
+
+def _kill_during(write: Callable[[int], None], seed: int, first: int) -> int:
+    """Fork a child that calls ``write(first + 1)``, ``write(first + 2)``, ...; kill it.
+
+    Returns the last number the child reported complete (``first`` if none).
+    """
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: write until killed
+        os.close(read_end)
+        try:
+            number = first
+            while True:
+                number += 1
+                write(number)
+                os.write(write_end, f"{number}\n".encode())
+        finally:
+            os._exit(1)
+    os.close(write_end)
+    time.sleep(random.Random(seed).uniform(0.0, 0.25))
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    reported = b""
+    while chunk := os.read(read_end, 65536):
+        reported += chunk
+    os.close(read_end)
+    numbers = [int(n) for n in reported.split()]
+    return numbers[-1] if numbers else first
+
+
+def _count_temporaries(folder: Path) -> int:
+    """How many temporaries of the killed writer there are (a kill inside a write)."""
+    return sum(is_own_temporary(p) for p in folder.iterdir())
+
+
+def _foreign_files(folder: Path) -> dict[str, bytes]:
+    """User files beside the tool's: names a careless clean-up would take for temporaries."""
+    files = {".notes.tmp.txt": b"my notes", ".backup.tmp.nii.gz": b"not ours", "x.tmp": b"x"}
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    return files
+
+
+def test_kill_during_autosave_always_leaves_a_whole_save(tmp_path):
+    image = np.zeros((6, 24, 20), np.int16)
+    meta = volume_from_array(image).meta
+    work = Workspace(tmp_path / "work", meta)
+    classes = ClassTable.from_names(["background", "a", "b"])
+    work.save_annotations(np.zeros(image.shape, np.uint8), [0], classes)
+    foreign = _foreign_files(work.folder)
+
+    def save(number: int) -> None:
+        labels = np.full(image.shape, number % 250, np.uint8)
+        work.save_annotations(labels, [number % 6, 100 + number], classes)
+
+    last, mid_write = 0, 0
+    for rep in range(REPETITIONS):
+        done = _kill_during(save, seed=rep, first=last)
+        mid_write += _count_temporaries(work.folder)
+        saved = Workspace(work.folder, meta).load_annotations(image.shape)
+        assert saved is not None
+        number = max(i for i in saved.annotated) - 100
+        if number == -100:  # the first save, before any child wrote
+            number = 0
+        assert number >= done, f"rep {rep}: loaded save {number}, {done} was complete"
+        assert np.all(saved.labels == number % 250), f"rep {rep}: torn save"
+        assert saved.classes == classes
+        last = max(done, number)
+    assert mid_write >= REPETITIONS // 4, f"only {mid_write} kills landed inside a save"
+    work.save_annotations(np.ones(image.shape, np.uint8), [1], classes)
+    left = [p.name for p in work.folder.iterdir() if is_own_temporary(p)]
+    assert left == [], f"temporaries of killed writers left: {left}"
+    for name, data in foreign.items():
+        assert (work.folder / name).read_bytes() == data
+
+
+def _checkpoint(number: int) -> Checkpoint:
+    model = create_model(ModelConfig("unet", num_classes=2, widths=(2, 2, 2, 2, 2)))
+    state = {k: torch.full_like(v, float(number)) for k, v in model.state_dict().items()}
+    return Checkpoint(
+        model_config=model.config,
+        preprocess=PreprocessConfig(size=32),
+        class_names=["background", "x"],
+        state_dict=state,
+        record={"epochs_done": number},
+    )
+
+
+def test_kill_during_checkpoint_write_always_leaves_the_previous_checkpoint(tmp_path):
+    path = tmp_path / "run" / "model.numsnet.pt"
+    save_checkpoint(_checkpoint(0), path)
+    foreign = _foreign_files(path.parent)
+    # One big tensor makes each write take a while, so kills land inside writes.
+    padding = torch.zeros(2_000_000)
+
+    def write(number: int) -> None:
+        checkpoint = _checkpoint(number)
+        checkpoint.record["padding"] = padding
+        save_checkpoint(checkpoint, path)
+
+    last, mid_write = 0, 0
+    for rep in range(REPETITIONS):
+        done = _kill_during(write, seed=100 + rep, first=last)
+        mid_write += _count_temporaries(path.parent)
+        loaded = load_checkpoint(path)
+        number = loaded.epochs_done
+        assert number >= done, f"rep {rep}: loaded checkpoint {number}, {done} was complete"
+        assert all(bool((t == number).all()) for t in loaded.state_dict.values())
+        loaded.build_model()
+        last = max(done, number)
+    assert mid_write >= REPETITIONS // 4, f"only {mid_write} kills landed inside a write"
+    save_checkpoint(_checkpoint(last + 1), path)
+    left = [p.name for p in path.parent.iterdir() if is_own_temporary(p)]
+    assert left == [], f"temporaries of killed writers left: {left}"
+    for name, data in foreign.items():
+        assert (path.parent / name).read_bytes() == data
