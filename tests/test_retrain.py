@@ -80,3 +80,48 @@ def test_bad_budgets_and_cascades_are_refused(first_model) -> None:
         retrain(checkpoint, stack, budget_steps=0)
     with pytest.raises(NumsnetError, match="cascade"):
         retrain(object(), stack)  # type: ignore[arg-type]
+
+
+def test_loop_benchmark_runs_end_to_end(tmp_path) -> None:
+    """``benchmarks/loop.py`` on the CT sample, one round, three strategies, tiny budget."""
+    import json
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).parents[1] / "benchmarks"
+    sys.path.insert(0, str(bench))
+    import loop
+    import loop_report
+
+    args = ["--dataset", "sample", "--rounds", "1", "--seeds", "0", "--initial-epochs", "1"]
+    args += [
+        "--budget-steps",
+        "2",
+        "--strategies",
+        "entropy,random,oracle",
+        "--out",
+        str(tmp_path),
+    ]
+    assert loop.main(args) == 0
+    records = [
+        json.loads(line) for line in (tmp_path / "loop_sample.jsonl").read_text().splitlines()
+    ]
+    assert [r["strategy"] for r in records] == ["entropy", "random", "oracle"]
+    for record in records:
+        first, last = record["rounds"]
+        assert last["annotated_slices"] == first["annotated_slices"] + 1 == 4  # 10% of 30, +1
+        assert first["retrain_steps"] == 2
+        assert len(first["chosen"]) == 1  # one slice chosen for the one stack
+        assert 0.0 <= last["dice"] <= 1.0 and last["cpu_minutes"] > first["cpu_minutes"]
+    assert loop.main([*args, "--summary"]) == 0
+    assert (tmp_path / "loop_sample.png").stat().st_size > 0
+    assert "gap between random and the oracle" in (tmp_path / "loop_sample.md").read_text()
+    # The pieces: evenly spaced, per-slice Dice, the interpolated crossing.
+    assert loop.farthest_slice(10, np.array([2, 3])) == 9
+    ref = np.zeros((2, 4, 4), dtype=np.uint8)
+    ref[0, :2] = 1
+    pred = ref.copy()
+    pred[0, 2] = 1
+    assert np.allclose(loop.slice_dice(pred, ref, 2), [2 * 8 / (12 + 8), 1.0])
+    assert loop_report.slices_to_reach(np.array([0.5, 0.6, 0.8]), 0.7) == pytest.approx(1.5)
+    assert np.isnan(loop_report.slices_to_reach(np.array([0.5, 0.6]), 0.7))
