@@ -3,15 +3,70 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
 
-if importlib.util.find_spec("napari") is None or importlib.util.find_spec("qtpy") is None:
-    collect_ignore_glob = ["test_*.py"]  # the plugin tests need the [napari] extra
-
 SAMPLE = Path(__file__).parents[2] / "src" / "napari_numsnet" / "sample_data"
+
+#: Why none of these tests can run here (napari or Qt missing), or ``None``.
+NO_NAPARI = (
+    "napari and Qt are not installed: pip install -e '.[testing]' (or bash scripts/test.sh)"
+    if importlib.util.find_spec("napari") is None or importlib.util.find_spec("qtpy") is None
+    else None
+)
+#: Why the tests that open a window cannot run here (no display), or ``None``.
+NO_DISPLAY = (
+    "no display: run the tests under xvfb-run -a (bash scripts/test.sh installs it)"
+    " or set QT_QPA_PLATFORM=offscreen"
+    if sys.platform.startswith("linux")
+    and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    and os.environ.get("QT_QPA_PLATFORM") not in ("offscreen", "minimal")
+    else None
+)
+#: Fixtures that open a Qt application or a viewer.
+GUI_FIXTURES = {"qtbot", "qapp", "make_napari_viewer", "panel"}
+
+
+class _Unavailable(pytest.Item):
+    """Stands for a test module that cannot be imported here, and is skipped with why."""
+
+    def __init__(self, *, reason: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.reason = reason
+
+    def runtest(self) -> None:
+        pytest.skip(self.reason)
+
+    def reportinfo(self):
+        return self.path, 0, self.name
+
+
+class _UnavailableModule(pytest.File):
+    def collect(self):
+        item = _Unavailable.from_parent(self, name=self.path.stem, reason=NO_NAPARI)
+        item.add_marker(pytest.mark.skip(reason=NO_NAPARI))
+        yield item
+
+
+def pytest_pycollect_makemodule(module_path: Path, parent):
+    """Without napari the modules cannot even be imported: one skipped item each."""
+    if NO_NAPARI and module_path.name.startswith("test_"):
+        return _UnavailableModule.from_parent(parent, path=module_path)
+    return None
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Without a display, the tests that open a window are skipped, with the reason."""
+    if not NO_DISPLAY:
+        return
+    here = Path(__file__).parent
+    for item in items:
+        if here in item.path.parents and GUI_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.skip(reason=NO_DISPLAY))
 
 
 @pytest.fixture(autouse=True)
@@ -63,6 +118,11 @@ def panel(make_napari_viewer, ct_path, qtbot):
 
 
 def _busy(controller) -> bool:
+    from napari_numsnet._napari.prediction import PredictController
+    from napari_numsnet._napari.training import TrainController
+
+    if isinstance(controller, TrainController | PredictController):  # plain threads
+        return controller.busy
     worker = controller.worker
     return worker is not None and getattr(worker, "is_running", False)
 

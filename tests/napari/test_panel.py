@@ -92,16 +92,17 @@ def test_errors_become_notifications(panel, qtbot, tiny_model, errors):
     assert t.state is TrainState.IDLE and widget.train_tab.train_button.isEnabled()
     widget.predict_tab._predict()
     assert errors[-1] == "There is no trained model. Train first, or load a checkpoint."
-    # An error inside the worker: one annotated slice, batch size 4.
+    # An error inside the worker: a label value the class table does not have.
     a = widget.annotation
     a.new_labels_layer()
-    a.labels.data[15, 50:60, 50:60] = 1
+    assert a.classes.num_values == 2
+    a.labels.data[15, 50:60, 50:60] = 5
     a.mark(15)
     tiny_model(widget, epochs=1, batch_size=4)
     widget.train_tab.train_button.click()
     qtbot.waitUntil(lambda: t.state is not TrainState.TRAINING, timeout=MINUTE_MS)
     assert t.state is TrainState.CRASHED
-    assert errors[-1].startswith("Only 1 annotated slice(s) but the batch size is 4.")
+    assert "5" in errors[-1] and len(errors) == 3, errors
     assert widget.train_tab.train_button.isEnabled()
 
 

@@ -26,7 +26,8 @@ def test_kmeans_layer_and_accepting_a_slice(panel, qtbot, errors):
     np.testing.assert_array_equal(layer.data, expected.labels)
     names = layer.metadata["numsnet"]["classes"]["names"]
     assert names == ["background", "lung", "ground-glass"]
-    assert "Window -1000..300" in tab.notes.text()
+    assert tab.notes.text().startswith("Window -1000 to 300 HU, air below -170.")
+    assert tab.notes.toolTip() == "\n".join(widget.pseudo.result.notes)
     # Accept the slice with the most lung into a new layer with the pseudo-label classes.
     z = int(np.argmax((expected.labels > 0).sum(axis=(1, 2))))
     annotation = widget.pseudo.annotate_with_pseudo_classes()

@@ -21,13 +21,15 @@ from napari_numsnet.io.labels import label_dtype
 from napari_numsnet.io.volume import Volume, read_volume
 from napari_numsnet.workspace import Workspace, image_stem
 
-from .layers import label_colormap, numsnet_metadata
+from .layers import class_features, label_colormap, numsnet_metadata
 
 LayerData = tuple[Any, dict[str, Any], str]
 MAX_LABEL_VALUES = 64
 LABEL_WORDS = re.compile(r"(^|[^a-z])(seg|segmentation|labels?|mask|annotations?)([^a-z]|$)")
 #: Display window for CT in HU (soft tissue, lungs still told apart from fat).
 CT_CONTRAST = (-400.0, 400.0)
+#: Display window of other images (MRI, microscopy, 8-bit): these percentiles of the voxels.
+PERCENTILE_CONTRAST = (1.0, 99.5)
 
 
 def napari_get_reader(path: str | list[str]) -> Callable[[Any], list[LayerData]] | None:
@@ -68,15 +70,37 @@ def image_layer_data(volume: Volume, name: str) -> LayerData:
         "scale": tuple(volume.meta.spacing),
         "metadata": numsnet_metadata(volume.meta, volume.meta.source_path, role="image"),
     }
-    if looks_like_hounsfield(volume.data):
-        kwargs["contrast_limits"] = CT_CONTRAST
+    kwargs["contrast_limits"] = display_window(volume.data)
     return volume.data, kwargs, "image"
+
+
+def display_window(data: np.ndarray) -> tuple[float, float]:
+    """Contrast limits: the soft-tissue window for CT in HU, else the 1st..99.5th
+    percentiles of (a sample of) the voxels, so that a few bright voxels do not hide
+    the rest."""
+    if looks_like_hounsfield(data):
+        return CT_CONTRAST
+    sample = np.asarray(data[:: max(1, len(data) // 32)], dtype=np.float64)
+    low, high = np.percentile(sample, PERCENTILE_CONTRAST) if sample.size else (0.0, 1.0)
+    if high <= low:
+        low, high = float(sample.min(initial=0.0)), float(sample.max(initial=1.0))
+    return (float(low), float(high) if high > low else float(low) + 1.0)
 
 
 def labels_layer_data(
     labels: np.ndarray, volume: Volume, name: str, classes: ClassTable | None, role: str
 ) -> LayerData:
-    """A Labels layer on the grid of ``volume``, coloured by ``classes``."""
+    """A Labels layer on the grid of ``volume``, coloured and named by ``classes``
+    (``class 1``, ``class 2``, ... when the file has no class table)."""
+    labels = np.asarray(labels)
+    if not np.issubdtype(labels.dtype, np.integer):
+        low, high = (int(labels.min()), int(labels.max())) if labels.size else (0, 0)
+        labels = labels.astype(label_dtype(low, high))
+    top = int(labels.max()) if labels.size else 0
+    if classes is None and top < MAX_LABEL_VALUES:
+        classes = ClassTable.default(max(top + 1, 2))
+    if classes is not None:
+        classes = classes.distinct_from()  # colours visible on grey levels
     kwargs: dict[str, Any] = {
         "name": name,
         "scale": tuple(volume.meta.spacing),
@@ -84,10 +108,7 @@ def labels_layer_data(
     }
     if classes is not None:
         kwargs["colormap"] = label_colormap(classes)
-    labels = np.asarray(labels)
-    if not np.issubdtype(labels.dtype, np.integer):
-        low, high = (int(labels.min()), int(labels.max())) if labels.size else (0, 0)
-        labels = labels.astype(label_dtype(low, high))
+        kwargs["features"] = class_features(classes)
     return labels, kwargs, "labels"
 
 

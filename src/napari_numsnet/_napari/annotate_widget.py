@@ -1,7 +1,8 @@
-"""Annotate tab: class table, slice planner, slice strip, mark slices done, autosave status."""
+"""Annotate tab: class list, slice planner, slice strip, mark slices done, autosave status."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -9,12 +10,10 @@ from typing import Any
 from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
-    QFileDialog,
     QFormLayout,
     QGridLayout,
     QHBoxLayout,
     QLabel,
-    QLineEdit,
     QPushButton,
     QSpinBox,
     QVBoxLayout,
@@ -22,13 +21,15 @@ from qtpy.QtWidgets import (
 )
 
 from napari_numsnet.config import SamplingConfig
-from napari_numsnet.io.classes import ClassTable, load_class_table
 
 from .annotation import AnnotationController
+from .class_list import ClassList
 from .errors import reported
-from .qt_helpers import SliceStrip
+from .qt_helpers import SliceStrip, highlight, strip_legend
+from .shortcuts import with_shortcut
 
 STRATEGIES = {"Mid,Rand": "mid_rand", "Mid,Seq": "mid_seq", "Initial,Seq": "initial_seq"}
+NEW_LAYER, DONE = "New annotation layer", "Done ✓ and next"
 
 
 def _button(text: str, tip: str, slot: Any) -> QPushButton:
@@ -44,9 +45,7 @@ class AnnotateWidget(QWidget):
     def __init__(self, controller: AnnotationController, parent=None) -> None:
         super().__init__(parent)
         self.controller = controller
-        self.class_edit = QLineEdit()
-        self.class_edit.setToolTip("Class names after the background, separated by commas.")
-        self.class_edit.editingFinished.connect(lambda: self._apply_classes())
+        self.class_list = ClassList(controller)
         self.strategy = QComboBox()
         self.strategy.addItems(list(STRATEGIES))
         self.fraction = QDoubleSpinBox(suffix=" %", decimals=1, minimum=1.0, maximum=100.0)
@@ -57,19 +56,15 @@ class AnnotateWidget(QWidget):
         self.status = QLabel()
         self.status.setWordWrap(True)
         self.saved_label = QLabel("Not saved yet.")
-        self.saved_label.setWordWrap(True)
         self._shown_sampling: SamplingConfig | None = None
+        self._shown_workspace: Any = None
         self._build()
         controller.changed.connect(self.refresh)
         controller.viewer.dims.events.current_step.connect(self._on_step)
         self.refresh()
 
     def _build(self) -> None:
-        classes = QHBoxLayout()
-        classes.addWidget(self.class_edit)
-        classes.addWidget(_button("Load…", "Load a class table (JSON).", self._load_classes))
         form = QFormLayout()
-        form.addRow("Classes", classes)
         plan = QHBoxLayout()
         plan.addWidget(self.strategy)
         plan.addWidget(self.fraction)
@@ -78,10 +73,18 @@ class AnnotateWidget(QWidget):
         grid = QGridLayout()
         c = self.controller
         buttons = [
-            ("New annotation layer", "Empty Labels layer with these classes.", self._new_layer),
+            (NEW_LAYER, "Empty Labels layer with these classes.", self._new_layer),
             ("Plan slices", "Propose the slices to annotate.", self._plan),
-            ("Next planned ▶", "Go to the next planned slice not yet done.", c.next_slice),
-            ("Done ✓ and next", "This slice counts as annotated (empty too).", self._done),
+            (
+                "Next planned ▶",
+                with_shortcut("Go to the next planned slice not yet done.", "next"),
+                c.next_slice,
+            ),
+            (
+                DONE,
+                with_shortcut("This slice counts as annotated (empty too).", "done"),
+                self._done,
+            ),
             ("Not done", "This slice no longer counts as annotated.", lambda: c.mark(done=False)),
             ("Mark painted done", "Every painted slice counts as annotated.", c.mark_painted),
         ]
@@ -90,10 +93,13 @@ class AnnotateWidget(QWidget):
             self.buttons[text] = _button(text, tip, reported(slot))
             grid.addWidget(self.buttons[text], i // 2, i % 2)
         layout = QVBoxLayout(self)
+        layout.addWidget(QLabel("Classes (click one to paint it):"))
+        layout.addWidget(self.class_list)
         layout.addLayout(form)
         layout.addLayout(grid)
         layout.addWidget(QLabel("Slices along the stack (click to go there):"))
         layout.addWidget(self.strip)
+        layout.addWidget(strip_legend())
         layout.addWidget(self.status)
         layout.addWidget(self.saved_label)
         layout.addStretch(1)
@@ -116,25 +122,11 @@ class AnnotateWidget(QWidget):
         self.controller.next_slice()
 
     def _new_layer(self) -> None:
-        self._apply_classes()
         self.controller.new_labels_layer()
+        self.class_list.select(1)
 
-    @reported
-    def _apply_classes(self) -> None:
-        names = [n.strip() for n in self.class_edit.text().split(",") if n.strip()]
-        current = self.controller.classes
-        if not names or tuple(names) == current.names[1:]:
-            return
-        table = ClassTable.from_names(["background", *names])
-        kept = current.colors[: table.num_values]  # existing classes keep their colours
-        self.controller.set_classes(ClassTable(table.names, kept + table.colors[len(kept) :]))
-
-    @reported
     def _load_classes(self, path: str | None = None) -> None:
-        if path is None:
-            path, _ = QFileDialog.getOpenFileName(self, "Class table", "", "JSON (*.json)")
-        if path:
-            self.controller.set_classes(load_class_table(path))
+        self.class_list.load(path)
 
     # --- display ---------------------------------------------------------------------
 
@@ -143,13 +135,36 @@ class AnnotateWidget(QWidget):
             self.strip.current = self.controller.current_slice()
             self.strip.update()
 
-    def show_saved(self, folder: Any) -> None:
-        self.saved_label.setText(f"Autosaved {time.strftime('%H:%M:%S')} to {Path(folder).name}")
-        self.saved_label.setToolTip(str(folder))
+    def show_saved(self, folder: Any, when: float | None = None, restored: bool = False) -> None:
+        """Say when the annotations were saved (``when``: seconds since the epoch, default
+        now); the tooltip holds the whole work folder."""
+        stamp = time.localtime(time.time() if when is None else when)
+        today = time.strftime("%Y-%m-%d") == time.strftime("%Y-%m-%d", stamp)
+        at = time.strftime("%H:%M:%S" if today else "%Y-%m-%d %H:%M", stamp)
+        verb = "Restored work saved" if restored else "Autosaved"
+        self.saved_label.setText(f"{verb} {at} in {Path(folder).name}")
+        self.saved_label.setToolTip(f"Work folder: {folder}")
+        self.class_list.refresh()  # voxel counts after the edits
+
+    def _show_restored(self) -> None:
+        workspace = self.controller.workspace
+        mtime = None
+        if workspace is not None and workspace.has_annotations():
+            with contextlib.suppress(OSError):
+                mtime = workspace.state_path.stat().st_mtime
+        if mtime is not None:
+            self.show_saved(workspace.folder, mtime, restored=True)
+        else:
+            self.saved_label.setText("Not saved yet.")
+            self.saved_label.setToolTip(
+                "" if workspace is None else f"Work folder: {workspace.folder}"
+            )
 
     def refresh(self) -> None:
         c = self.controller
-        self.class_edit.setText(", ".join(c.classes.names[1:]))
+        if c.workspace is not self._shown_workspace:
+            self._shown_workspace = c.workspace
+            self._show_restored()
         if c.sampling != self._shown_sampling:  # restored or planned: show its settings
             inverse = {v: k for k, v in STRATEGIES.items()}
             self.strategy.setCurrentText(inverse.get(c.sampling.strategy, "Mid,Rand"))
@@ -157,11 +172,12 @@ class AnnotateWidget(QWidget):
             self.seed.setValue(c.sampling.seed)
             self._shown_sampling = c.sampling
         has_labels = c.labels is not None
-        for text in ("Done ✓ and next", "Not done", "Mark painted done"):
+        for text in (DONE, "Not done", "Mark painted done"):
             self.buttons[text].setEnabled(has_labels)
         if c.image is None:
             self.strip.set_state(0)
             self.status.setText("Choose the image to annotate.")
+            self._highlight(None)
             return
         split = c.split
         train = split.train.tolist() if split is not None else []
@@ -176,11 +192,17 @@ class AnnotateWidget(QWidget):
             c.painted_slices().tolist(),
             c.current_slice(),
         )
+        finished = len(planned & set(done))
         text = (
-            f"Planned {len(train)} training slice(s) {train} and {len(val)} validation "
-            f"slice(s) {val}. Done: {len(planned & set(done))} of {len(planned)} planned; "
-            f"{len(done)} slice(s) annotated in all."
+            f"Train on {train}, validate on {val}. "
+            f"Done {finished} of {len(planned)} planned, {len(done)} in all."
         )
         if not has_labels:
-            text += " Create an annotation layer (or choose a Labels layer) to start."
+            text = "Step 1: create an annotation layer. " + text
         self.status.setText(text)
+        self._highlight(NEW_LAYER if not has_labels else DONE if finished < len(planned) else None)
+
+    def _highlight(self, step: str | None) -> None:
+        """Mark the button of the next step (``None``: no button)."""
+        for text, button in self.buttons.items():
+            highlight(button, text == step)

@@ -22,13 +22,26 @@ from napari_numsnet.workspace import Workspace
 
 from . import layers as L
 
+MIN_TRAINING_SLICES = 3
+"""The planner proposes at least this many training slices (fewer on stacks of 3 or less),
+whatever the fraction: 10% of a 6-17 slice MRI stack would be one slice."""
+
 
 def default_classes(image: Image | None) -> ClassTable:
     """The sample's classes for the sample CT, else background and one class."""
     path = L.source_path(image) if image is not None else None
     if path and Path(path).resolve().parent == sample_dir().resolve():
-        return load_sample().classes
+        return load_sample().classes.distinct_from()
     return ClassTable.from_names(["background", "class 1"])
+
+
+def planner_sampling(n_slices: int, sampling: SamplingConfig) -> SamplingConfig:
+    """``sampling`` with the fraction raised so that a short stack still gets
+    :data:`MIN_TRAINING_SLICES` training slices (and one left for validation)."""
+    wanted = min(MIN_TRAINING_SLICES, n_slices - 1)
+    if n_slices < 2 or round(sampling.fraction * n_slices) >= wanted:
+        return sampling
+    return sampling.replace(fraction=min(1.0, (wanted + 0.25) / n_slices))
 
 
 class AnnotationController:
@@ -98,7 +111,13 @@ class AnnotationController:
             self._check_shape(layer)
             meta = L.info(layer)
             self.annotated = {int(i) for i in meta.get("annotated", [])}
-            self.classes = L.classes_of(layer) or self.classes
+            table = L.classes_of(layer)
+            if table is None:  # a layer made elsewhere: give it a table (names on hover)
+                top = int(np.max(layer.data)) if np.size(layer.data) else 0
+                table = self.classes if top < self.classes.num_values else None
+                table = table or L.screen_classes(self.viewer, ClassTable.default(top + 1))
+                L.apply_classes(layer, table)
+            self.classes = table
             if self.workspace is not None:
                 meta.update(role="annotations", work_folder=str(self.workspace.folder))
             layer.events.paint.connect(self._on_edit)
@@ -115,6 +134,8 @@ class AnnotationController:
 
     def _add_labels(self, data: np.ndarray, classes: ClassTable) -> Labels:
         image = self.image
+        classes = L.screen_classes(self.viewer, classes)
+        self.classes = classes
         meta = L.numsnet_metadata(L.volume_meta(image), L.source_path(image), classes)
         meta[L.KEY].update(role="annotations", work_folder=str(self.workspace.folder))
         layer = self.viewer.add_labels(
@@ -141,13 +162,47 @@ class AnnotationController:
             self.edited.emit()
         self.changed.emit()
 
+    def load_classes(self, classes: ClassTable) -> None:
+        """Use a class table from a file: colours made visible and distinct on screen."""
+        self.set_classes(L.screen_classes(self.viewer, classes, exclude=self.labels))
+
+    def add_class(self, name: str | None = None) -> int:
+        """Add a class (``class K`` by default) with a free colour; returns its value."""
+        value = self.classes.num_values
+        taken = [*L.shown_colors(self.viewer, self.labels).values(), *self.classes.colors[1:]]
+        probe = ClassTable.from_names(["background", "new"], avoid=taken)
+        self.set_classes(self.classes.with_class(name or f"class {value}", probe.colors[1]))
+        return value
+
+    def rename_class(self, value: int, name: str) -> None:
+        self.set_classes(self.classes.renamed(value, name))
+
+    def recolor_class(self, value: int, color: str) -> None:
+        self.set_classes(self.classes.recolored(value, color))
+
+    def paint_class(self, value: int) -> None:
+        """Select the annotation layer, the brush and label ``value``."""
+        self._require_labels()
+        self.viewer.layers.selection.active = self.labels
+        self.labels.selected_label = int(value)
+        self.labels.mode = "paint"
+
+    def class_counts(self) -> np.ndarray:
+        """Voxels of each class value in the annotation layer, ``(num_values,)``."""
+        if self.labels is None:
+            return np.zeros(self.classes.num_values, dtype=np.int64)
+        data = np.asarray(self.labels.data).ravel()
+        counts = np.bincount(data.astype(np.int64, copy=False), minlength=self.classes.num_values)
+        return counts[: self.classes.num_values]
+
     # --- planner and annotated slices ------------------------------------------------
 
     def plan(self, sampling: SamplingConfig | None = None) -> SliceSplit:
         """Propose slices to annotate (Mid,Rand, 10% by default)."""
         self._require_image()
         self.sampling = sampling or self.sampling
-        self.split = plan_slices(self.image.data.shape[0], self.sampling)
+        n = self.image.data.shape[0]
+        self.split = plan_slices(n, planner_sampling(n, self.sampling))
         self.changed.emit()
         return self.split
 

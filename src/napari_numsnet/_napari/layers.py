@@ -107,10 +107,34 @@ def label_colormap(classes: ClassTable) -> DirectLabelColormap:
     return DirectLabelColormap(color_dict=colors)
 
 
+def class_features(classes: ClassTable) -> dict[str, np.ndarray]:
+    """The ``features`` of a Labels layer: one row per label value, so that the status bar
+    shows ``class: liver`` under the cursor."""
+    return {"index": np.arange(classes.num_values), "class": np.array(classes.names)}
+
+
 def apply_classes(layer: Labels, classes: ClassTable) -> None:
-    """Store ``classes`` with ``layer`` and colour it accordingly."""
+    """Store ``classes`` with ``layer``, colour it and name its values (features)."""
     info(layer)["classes"] = {"names": list(classes.names), "colors": list(classes.colors)}
     layer.colormap = label_colormap(classes)
+    layer.features = class_features(classes)
+
+
+def shown_colors(viewer: Any, exclude: Layer | None = None) -> dict[str, str]:
+    """``{class name: colour}`` of the Labels layers with a class table in ``viewer``
+    (background left out), for new layers to take colours that differ."""
+    shown: dict[str, str] = {}
+    for layer in viewer.layers:
+        table = classes_of(layer) if isinstance(layer, Labels) and layer is not exclude else None
+        if table is not None:
+            for name, color in zip(table.names[1:], table.colors[1:], strict=True):
+                shown.setdefault(name, color)
+    return shown
+
+
+def screen_classes(viewer: Any, classes: ClassTable, exclude: Layer | None = None) -> ClassTable:
+    """``classes`` with colours visible on grey levels and distinct from the other layers'."""
+    return classes.distinct_from(shown_colors(viewer, exclude))
 
 
 def current_slice(layer: Layer, viewer: Any) -> int:

@@ -12,6 +12,7 @@ from qtpy.QtWidgets import QFormLayout, QScrollArea, QTabWidget, QVBoxLayout, QW
 
 from napari_numsnet.cascade import Cascade
 
+from . import layers as L
 from .annotate_widget import AnnotateWidget
 from .annotation import AnnotationController
 from .errors import reported
@@ -20,8 +21,9 @@ from .predict_widget import PredictWidget
 from .prediction import PredictController
 from .pseudo import PseudoController
 from .pseudo_widget import PseudoWidget
-from .qt_helpers import Autosaver, LayerCombo
+from .qt_helpers import Autosaver, LayerCombo, MainThread
 from .self_learning import self_learning_panel
+from .shortcuts import bind_shortcuts
 from .train_widget import TrainWidget
 from .training import TrainController
 from .view import show_radiological
@@ -36,6 +38,11 @@ def _scrolled(widget: QWidget) -> QScrollArea:
     area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
     area.setWidget(widget)
     return area
+
+
+def _not_reference(layer: Any) -> bool:
+    """Reference labels (the sample's answer) are not offered as the annotation layer."""
+    return L.info(layer).get("role") != "reference"
 
 
 def _release(
@@ -70,13 +77,16 @@ class NumsnetWidget(QWidget):
         # same layer would not compare identical twice; the panel keeps the viewer itself.
         napari_viewer = getattr(napari_viewer, "__wrapped__", napari_viewer)
         self.viewer = napari_viewer
+        self.main_thread = MainThread(self)
         self.annotation = AnnotationController(napari_viewer)
-        self.training = TrainController(self.annotation, self)
-        self.prediction = PredictController(self.training, self)
+        self.training = TrainController(self.annotation, deliver=self.main_thread.call)
+        self.prediction = PredictController(self.training)
         self.pseudo = PseudoController(self.annotation, self)
         self.autosaver = Autosaver(self.annotation.save, parent=self)
         self.image_combo = LayerCombo(napari_viewer, Image)
-        self.labels_combo = LayerCombo(napari_viewer, Labels, none_text="(none)")
+        self.labels_combo = LayerCombo(
+            napari_viewer, Labels, none_text="(none)", accept=_not_reference
+        )
         self.annotate_tab = AnnotateWidget(self.annotation)
         self.train_tab = TrainWidget(self.training)
         self.levels_panel = self_learning_panel(self.pseudo, self.training)
@@ -102,6 +112,15 @@ class NumsnetWidget(QWidget):
         self._fitted = False
         self._connect()
         self._on_image(self.image_combo.current_layer())
+        unbind = bind_shortcuts(
+            napari_viewer,
+            {
+                "done": reported(self.annotate_tab._done),
+                "next": reported(self.annotation.next_slice),
+                "accept": self.predict_tab._accept,
+                "train": reported(self.train_tab.toggle),
+            },
+        )
         # The viewer outlives the panel: on deletion, stop the callbacks into it.
         self.destroyed.connect(
             functools.partial(
@@ -109,7 +128,11 @@ class NumsnetWidget(QWidget):
                 self.annotation,
                 self.viewer,
                 (self.annotate_tab._on_step, self._on_removing),
-                (self.training.stop, getattr(self.levels_panel, "controller", self.training).stop),
+                (
+                    self.training.stop,
+                    getattr(self.levels_panel, "controller", self.training).stop,
+                    unbind,
+                ),
             )
         )
 

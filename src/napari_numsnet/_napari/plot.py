@@ -1,40 +1,77 @@
-"""Live training plot in the Train panel: loss per step and epoch, validation Dice per class."""
+"""Live training plot in the Train panel: loss per step and epoch, validation Dice per class.
+
+pyqtgraph draws the curves with Qt itself: an update replaces the points of a few
+curve items (no figure re-render), and updates are throttled to :data:`REDRAW_MS`, so a
+fast stream of step events costs the viewer's event loop next to nothing.
+"""
 
 from __future__ import annotations
 
-from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+import pyqtgraph as pg
 from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 from napari_numsnet.engine.events import TrainEvent
-from napari_numsnet.io.classes import ClassTable
+from napari_numsnet.io.classes import ClassTable, visible_on_grey
 
 BACKGROUND = "#262930"
 FOREGROUND = "#d1d2d4"
+STEP_COLOR = "#7f8c8d"
 REDRAW_MS = 250
+"""The curves are updated at most this often (milliseconds)."""
+FALLBACK_COLORS = ("#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#42d4f4")
 
 
-class TrainingPlot(FigureCanvasQTAgg):
+def _plot(title: str, xlabel: str, ylabel: str) -> pg.PlotWidget:
+    widget = pg.PlotWidget(background=BACKGROUND)
+    item = widget.getPlotItem()
+    item.setTitle(title, color=FOREGROUND, size="10pt")
+    for side, text in (("bottom", xlabel), ("left", ylabel)):
+        axis = item.getAxis(side)
+        axis.setLabel(text, color=FOREGROUND)
+        axis.setTextPen(FOREGROUND)
+        axis.setPen("#5a5f6b")
+    item.showGrid(x=True, y=True, alpha=0.15)
+    item.setMenuEnabled(False)
+    widget.setMinimumHeight(160)
+    return widget
+
+
+class TrainingPlot(QWidget):
     """Training loss (per step, thin; epoch means, dots) above validation Dice per class.
 
-    Redraws at most every ``REDRAW_MS`` so a fast stream of step events costs little.
     Continued training extends the curves (steps and epochs keep counting).
     """
 
     def __init__(self, parent=None) -> None:
-        self.figure = Figure(figsize=(4.0, 4.4), dpi=90, facecolor=BACKGROUND)
-        super().__init__(self.figure)
-        self.setParent(parent)
+        super().__init__(parent)
+        self.loss_plot = _plot("training loss", "step", "loss")
+        self.dice_plot = _plot("validation Dice per class", "epoch", "Dice")
+        self.dice_plot.getPlotItem().setYRange(0.0, 1.05)
+        self.loss_legend = self.loss_plot.getPlotItem().addLegend(offset=(-5, 5))
+        self.dice_legend = self.dice_plot.getPlotItem().addLegend(offset=(5, -5))
+        for legend in (self.loss_legend, self.dice_legend):
+            legend.setLabelTextColor(FOREGROUND)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.loss_plot)
+        layout.addWidget(self.dice_plot)
         self.setMinimumHeight(340)
-        self.loss_ax = self.figure.add_subplot(2, 1, 1)
-        self.dice_ax = self.figure.add_subplot(2, 1, 2)
-        self.figure.subplots_adjust(left=0.13, right=0.97, top=0.94, bottom=0.1, hspace=0.45)
         self.classes: ClassTable | None = None
         self.steps: list[tuple[int, float]] = []
         self.epochs: list[tuple[int, float]] = []
         self.dice: dict[str, list[tuple[int, float]]] = {}
+        self.redraws = 0
         self._step_offset = 0
+        self._step_curve = self.loss_plot.plot(pen=pg.mkPen(STEP_COLOR, width=1), name="step")
+        self._epoch_curve = self.loss_plot.plot(
+            pen=pg.mkPen(FOREGROUND, width=1.5),
+            symbol="o",
+            symbolSize=5,
+            symbolBrush=FOREGROUND,
+            name="epoch mean",
+        )
+        self._dice_curves: dict[str, pg.PlotDataItem] = {}
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(REDRAW_MS)
@@ -46,11 +83,15 @@ class TrainingPlot(FigureCanvasQTAgg):
         self.classes = classes or self.classes
         if not keep_history:
             self.steps, self.epochs, self.dice = [], [], {}
+            for curve in self._dice_curves.values():
+                self.dice_plot.removeItem(curve)
+                self.dice_legend.removeItem(curve)
+            self._dice_curves = {}
         self._step_offset = self.steps[-1][0] if self.steps else 0
         self._redraw()
 
     def add_event(self, event: TrainEvent) -> None:
-        """Add one engine event to the curves."""
+        """Add one engine event to the curves (drawn within :data:`REDRAW_MS`)."""
         if event.kind == "step" and event.loss is not None:
             self.steps.append((self._step_offset + event.step, event.loss))
         elif event.kind == "epoch":
@@ -64,43 +105,33 @@ class TrainingPlot(FigureCanvasQTAgg):
         if not self._timer.isActive():
             self._timer.start()
 
-    def _color(self, name: str) -> str:
+    def color(self, name: str) -> str:
+        """The curve colour of class ``name``: its class colour, readable on the dark plot."""
         if self.classes is not None and name in self.classes.names:
             color = self.classes.colors[self.classes.names.index(name)]
-            return FOREGROUND if color.lower() in ("#000000", "#000") else color
-        return FOREGROUND
-
-    def _style(self, ax, title: str, xlabel: str) -> None:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_facecolor(BACKGROUND)
-        ax.set_title(title, color=FOREGROUND, fontsize=9)
-        ax.set_xlabel(xlabel, color=FOREGROUND, fontsize=8, labelpad=1)
-        ax.tick_params(colors=FOREGROUND, labelsize=7)
-        for spine in ax.spines.values():
-            spine.set_color("#5a5f6b")
+            if visible_on_grey(color):
+                return color
+        return FALLBACK_COLORS[len(self._dice_curves) % len(FALLBACK_COLORS)]
 
     def _redraw(self) -> None:
         self._timer.stop()
-        self.loss_ax.clear()
-        self.dice_ax.clear()
-        self._style(self.loss_ax, "training loss", "step")
-        self._style(self.dice_ax, "validation Dice per class", "epoch")
-        if self.steps:
-            xs, ys = zip(*self.steps, strict=True)
-            self.loss_ax.plot(xs, ys, color="#7f8c8d", lw=0.8, label="step")
-        if self.epochs:
-            xs, ys = zip(*self.epochs, strict=True)
-            self.loss_ax.plot(xs, ys, "o-", color=FOREGROUND, ms=2.5, lw=1, label="epoch mean")
+        self.redraws += 1
+        self._step_curve.setData(*_columns(self.steps))
+        self._epoch_curve.setData(*_columns(self.epochs))
         for name, points in self.dice.items():
-            xs, ys = zip(*points, strict=True)
-            self.dice_ax.plot(xs, ys, "o-", ms=2.5, lw=1, color=self._color(name), label=name)
-        self.dice_ax.set_ylim(0, 1.05)
-        for ax in (self.loss_ax, self.dice_ax):
-            if ax.lines:
-                legend = ax.legend(
-                    fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0), framealpha=0.0
+            curve = self._dice_curves.get(name)
+            if curve is None:
+                color = self.color(name)
+                curve = self.dice_plot.plot(
+                    pen=pg.mkPen(color, width=2),
+                    symbol="o",
+                    symbolSize=6,
+                    symbolBrush=color,
+                    name=name,
                 )
-                for text in legend.get_texts():
-                    text.set_color(FOREGROUND)
-        self.figure.subplots_adjust(right=0.75 if self.dice or self.steps else 0.97)
-        self.draw_idle()
+                self._dice_curves[name] = curve
+            curve.setData(*_columns(points))
+
+
+def _columns(points: list[tuple[int, float]]) -> tuple[list[float], list[float]]:
+    return [float(x) for x, _ in points], [float(y) for _, y in points]

@@ -18,11 +18,22 @@ from qtpy.QtWidgets import (
 )
 
 from napari_numsnet.cascade import Cascade
+from napari_numsnet.errors import NumsnetError
+from napari_numsnet.models import get_spec
 
 from .errors import reported
 from .prediction import PredictController
+from .shortcuts import with_shortcut
 
 DIRECTIONS = ("forward", "backward", "both")
+
+
+def model_title(name: str) -> str:
+    """The paper's name of a registry model (``drsegunet`` -> ``DRSegUNet``)."""
+    try:
+        return get_spec(name).title
+    except NumsnetError:
+        return name
 
 
 class PredictWidget(QWidget):
@@ -43,7 +54,9 @@ class PredictWidget(QWidget):
         self.predict_button = QPushButton("Predict")
         self.accept_button = QPushButton("Accept this slice into the annotations")
         self.accept_button.setToolTip(
-            "After correcting this slice of the prediction, make it ground truth."
+            with_shortcut(
+                "After correcting this slice of the prediction, make it ground truth.", "accept"
+            )
         )
         self.retrain_button = QPushButton("Retrain (continue with the new annotations)")
         self.status = QLabel()
@@ -124,11 +137,12 @@ class PredictWidget(QWidget):
         if checkpoint is None:
             self.model_label.setText("No trained model yet.")
         else:
-            name = (
-                checkpoint.describe()
-                if isinstance(checkpoint, Cascade)
-                else checkpoint.model_config.name
-            )
+            if isinstance(checkpoint, Cascade):
+                region = model_title(checkpoint.region.model_config.name)
+                inner = model_title(checkpoint.inner.model_config.name)
+                name = f"CHS-Net cascade {region} → {inner}"
+            else:
+                name = model_title(checkpoint.model_config.name)
             self.model_label.setText(
                 f"{name}, classes "
                 f"{', '.join(checkpoint.class_names[1:])}; {checkpoint.epochs_done} epoch(s)."

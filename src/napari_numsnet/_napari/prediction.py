@@ -1,20 +1,22 @@
-"""Prediction in a napari thread worker into a "prediction" Labels layer; accept corrected slices.
+"""Prediction in a background thread into a "prediction" Labels layer; accept corrected slices.
 
 The prediction layer shares the image's geometry and the annotation class table; after
 the user corrects a slice of it, :meth:`PredictController.accept` copies that slice into
-the annotation layer, where it counts as ground truth for retraining.
+the annotation layer, where it counts as ground truth for retraining. No Qt here: the
+result comes back through the training controller's ``deliver`` (see :mod:`.tasks`).
 """
 
 from __future__ import annotations
 
+import copy
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 from napari.layers import Image, Labels
-from napari.qt.threading import create_worker
 from napari.utils.colormaps import Colormap
-from qtpy.QtCore import QObject, Signal
+from psygnal import Signal
 
 from napari_numsnet import pipeline
 from napari_numsnet.config import PredictConfig
@@ -24,6 +26,7 @@ from napari_numsnet.io.classes import ClassTable
 
 from . import layers as L
 from .errors import report
+from .tasks import run_in_thread
 from .training import TrainController
 
 
@@ -52,23 +55,27 @@ def probability_colormap(color: str, name: str) -> Colormap:
     return Colormap([[0, 0, 0, 0], [*rgb, 1]], name=name)
 
 
-class PredictController(QObject):
+class PredictController:
     """Predicts the current image with the last checkpoint; accepts corrected slices."""
 
     running_changed = Signal(bool)
     predicted = Signal(object)
     """The prediction Labels layer was filled."""
 
-    def __init__(self, training: TrainController, parent: QObject | None = None) -> None:
-        super().__init__(parent)
+    def __init__(self, training: TrainController) -> None:
         self.training = training
         self.annotation = training.annotation
         self.settings = PredictSettings()
-        self.worker: Any = None
+        self.run_settings: PredictSettings | None = None
+        self.worker: threading.Thread | None = None
         self.running = False
 
-    def start(self) -> Any:
-        """Predict in a worker thread; returns the started worker."""
+    @property
+    def busy(self) -> bool:
+        return self.worker is not None and self.worker.is_alive()
+
+    def start(self) -> threading.Thread:
+        """Predict in a worker thread; returns the started thread."""
         if self.running:
             raise NumsnetError("A prediction is already running.", "Wait for it to finish.")
         checkpoint = self.training.checkpoint
@@ -77,28 +84,31 @@ class PredictController(QObject):
         image = self.annotation.image
         if image is None:
             raise NumsnetError("No image is chosen.", "Choose the image in the Annotate tab.")
-        s = self.settings
-        worker = create_worker(
-            pipeline.predict,
-            checkpoint,
-            L.stack_of(image),
-            s.config,
-            s.slice_range,
-            s.probabilities,
-            _start_thread=False,
-            _ignore_errors=True,
-        )
+        s = copy.deepcopy(self.settings)  # this run's settings
+        stack = L.stack_of(image)
         classes = ClassTable.from_names(checkpoint.class_names)
         table = self.annotation.classes
         if table.names == classes.names:
             classes = table
-        worker.returned.connect(lambda result: self._on_returned(result, image, classes))
-        worker.errored.connect(self._on_error)
-        worker.finished.connect(lambda: self._set_running(False))
-        self.worker = worker
+        self.run_settings = s
         self._set_running(True)
-        worker.start()
-        return worker
+
+        def job() -> Prediction:
+            return pipeline.predict(checkpoint, stack, s.config, s.slice_range, s.probabilities)
+
+        self.worker = run_in_thread(
+            job,
+            lambda result: self._finish(lambda: self._on_returned(result, image, classes, s)),
+            lambda exc: self._finish(lambda: self._on_error(exc)),
+            self.training.deliver,
+        )
+        return self.worker
+
+    def _finish(self, then: Callable[[], None]) -> None:
+        try:
+            then()
+        finally:
+            self._set_running(False)
 
     def _set_running(self, running: bool) -> None:
         self.running = running
@@ -107,10 +117,13 @@ class PredictController(QObject):
     def _on_error(self, exc: BaseException) -> None:
         report(exc)
 
-    def _on_returned(self, result: Prediction, image: Image, classes: ClassTable) -> None:
-        start, stop = self.settings.slice_range or (0, len(result.labels))
+    def _on_returned(
+        self, result: Prediction, image: Image, classes: ClassTable, settings: PredictSettings
+    ) -> None:
+        start, stop = settings.slice_range or (0, len(result.labels))
         layer = self.prediction_layer(image)
         if layer is None:
+            classes = L.screen_classes(self.annotation.viewer, classes)
             meta = L.numsnet_metadata(L.volume_meta(image), L.source_path(image), classes)
             meta[L.KEY]["role"] = "prediction"
             meta[L.KEY]["image"] = image.name

@@ -81,7 +81,8 @@ class PseudoController(QObject):
         self.result = result
         classes = pseudo_classes(len(result.centers))
         self.show_labels(result.labels, image, f"{image.name} pseudo-labels", classes)
-        show_info(" ".join(result.notes))
+        if result.notes:  # the first sentence; the tab's tooltip holds every note
+            show_info(result.notes[0].split(". ")[0].rstrip(".") + ".")
         self.finished.emit(result)
 
     def show_labels(self, labels: Any, image: Any, name: str, classes: ClassTable) -> Labels:
@@ -90,7 +91,10 @@ class PseudoController(QObject):
         if name in viewer.layers:
             layer = viewer.layers[name]
             layer.data = labels
+            kept = L.classes_of(layer)
+            classes = kept if kept is not None and kept.names == classes.names else classes
         else:
+            classes = L.screen_classes(viewer, classes)  # not the annotations' colours
             meta = L.numsnet_metadata(L.volume_meta(image), L.source_path(image), classes)
             meta[L.KEY]["role"] = "pseudo-labels"
             layer = viewer.add_labels(labels, name=name, scale=image.scale, metadata=meta)

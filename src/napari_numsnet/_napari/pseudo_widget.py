@@ -16,6 +16,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_numsnet.data.preprocess import looks_like_hounsfield
 from napari_numsnet.errors import NumsnetError
 from napari_numsnet.pseudolabel import KMeansConfig
 
@@ -52,8 +53,9 @@ class PseudoWidget(QWidget):
             window.addWidget(widget)
         form = QFormLayout()
         form.addRow("Clusters (K)", self.k)
-        form.addRow("HU window", window)
-        form.addRow("Air below", self.air)
+        self.window_label, self.air_label = QLabel("HU window"), QLabel("Air below")
+        form.addRow(self.window_label, window)
+        form.addRow(self.air_label, self.air)
         accept = QPushButton("Accept this slice into the annotations")
         new_layer = QPushButton("New annotation layer with the pseudo-label classes")
         layout = QVBoxLayout(self)
@@ -72,6 +74,28 @@ class PseudoWidget(QWidget):
         new_layer.clicked.connect(lambda *_: reported(controller.annotate_with_pseudo_classes)())
         controller.running_changed.connect(self._on_running)
         controller.finished.connect(self._on_finished)
+        controller.annotation.changed.connect(self._on_image)
+        self._image: Any = None
+        self._on_image()
+
+    def _on_image(self) -> None:
+        """HU fields for CT; for other data say plainly that its percentiles are used."""
+        image = self.controller.annotation.image
+        if image is self._image:
+            return
+        self._image = image
+        hounsfield = image is None or looks_like_hounsfield(image.data)
+        for box in (self.low, self.high, self.air):
+            box.setEnabled(hounsfield)
+            box.setSuffix(" HU" if hounsfield else "")
+        self.window_label.setText("HU window" if hounsfield else "Window")
+        if hounsfield:
+            self.notes.setText("The lungs are found, then their intensities are clustered.")
+        else:
+            self.notes.setText(
+                "Not a CT in HU: the window is the image's 1st-99th percentiles, "
+                "the air level Otsu's threshold."
+            )
 
     def write_settings(self) -> None:
         """Copy the fields into the controller's k-means settings (validated by the core)."""
@@ -100,10 +124,12 @@ class PseudoWidget(QWidget):
 
     def _on_finished(self, result: Any) -> None:
         low, high = result.window
+        unit = " HU" if result.hounsfield else " (image units)"
         self.notes.setText(
-            f"Window {low:.0f}..{high:.0f}, air below {result.threshold:.0f}. "
-            + " ".join(result.notes)
+            f"Window {low:.4g} to {high:.4g}{unit}, air below {result.threshold:.4g}."
+            + (f" {len(result.notes)} note(s): hover for them." if result.notes else "")
         )
+        self.notes.setToolTip("\n".join(result.notes))
         name = f"{self.controller.annotation.image.name} pseudo-labels"
         if name in self.controller.annotation.viewer.layers:
             self.source.set_layer(self.controller.annotation.viewer.layers[name])

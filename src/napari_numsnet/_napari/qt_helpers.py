@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 from qtpy.QtCore import QObject, QRectF, Qt, QTimer, Signal
 from qtpy.QtGui import QColor, QPainter, QPen
-from qtpy.QtWidgets import QComboBox, QSizePolicy, QWidget
+from qtpy.QtWidgets import QComboBox, QLabel, QPushButton, QSizePolicy, QWidget
 
 from .errors import report
 
@@ -33,10 +33,16 @@ class LayerCombo(QComboBox):
     layer_changed = Signal(object)
 
     def __init__(
-        self, viewer: Any, layer_type: type, none_text: str | None = None, parent=None
+        self,
+        viewer: Any,
+        layer_type: type,
+        none_text: str | None = None,
+        parent=None,
+        accept: Callable[[Any], bool] | None = None,
     ) -> None:
         super().__init__(parent)
         self.viewer, self.layer_type, self.none_text = viewer, layer_type, none_text
+        self.accept = accept or (lambda layer: True)
         self._current: Any = None
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         for name in ("inserted", "removed", "moved"):
@@ -45,7 +51,11 @@ class LayerCombo(QComboBox):
         self._refresh()
 
     def layers(self) -> list[Any]:
-        return [layer for layer in self.viewer.layers if isinstance(layer, self.layer_type)]
+        return [
+            layer
+            for layer in self.viewer.layers
+            if isinstance(layer, self.layer_type) and self.accept(layer)
+        ]
 
     def current_layer(self) -> Any:
         return self._current
@@ -79,6 +89,7 @@ class LayerCombo(QComboBox):
         layer = None
         if name and name != self.none_text and name in self.viewer.layers:
             layer = self.viewer.layers[name]
+            layer = layer if self.accept(layer) else None
         if layer is not self._current:
             self._current = layer
             self.layer_changed.emit(layer)
@@ -149,6 +160,60 @@ class SliceStrip(QWidget):
             x = event.position().x() if hasattr(event, "position") else event.x()
             z = int((x - 1) / (max(self.width() - 2, 1) / self.n))
             self.clicked.emit(min(max(z, 0), self.n - 1))
+
+
+def strip_legend() -> QLabel:
+    """A one-line legend of :class:`SliceStrip`'s marks."""
+    c = SliceStrip.COLORS
+
+    def box(color: QColor, text: str, filled: bool = True) -> str:
+        style = f"background:{color.name()}" if filled else f"border:2px solid {color.name()}"
+        return f'<span style="{style}">&nbsp;&nbsp;&nbsp;</span>&nbsp;{text}'
+
+    parts = [
+        box(c["train"], "train", filled=False),
+        box(c["val"], "validation", filled=False),
+        box(c["done"], "done"),
+        box(c["painted"], "painted, not done"),
+        box(c["current"], "current"),
+    ]
+    label = QLabel("&nbsp;&nbsp;".join(parts))
+    label.setToolTip(
+        "Outlined: planned for training (blue) or validation (orange). Filled green: counts "
+        "as ground truth; grey: painted but not marked done. White bar: the current slice."
+    )
+    return label
+
+
+HIGHLIGHT_STYLE = "QPushButton { border: 2px solid #3c8dde; font-weight: bold; }"
+
+
+def highlight(button: QPushButton, on: bool) -> None:
+    """Outline ``button`` as the next step to take (or remove the outline)."""
+    style = HIGHLIGHT_STYLE if on else ""
+    if button.styleSheet() != style:
+        button.setStyleSheet(style)
+    button.setProperty("next_step", on)
+
+
+class MainThread(QObject):
+    """Runs functions in Qt's main thread, whichever thread asks (``deliver`` of
+    :mod:`.tasks`): a queued signal carries each function across."""
+
+    _call = Signal(object)
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self._call.connect(self._run, Qt.ConnectionType.QueuedConnection)
+
+    def call(self, func: Callable[[], Any]) -> None:
+        self._call.emit(func)
+
+    def _run(self, func: Callable[[], Any]) -> None:
+        try:
+            func()
+        except Exception as exc:
+            report(exc)
 
 
 class Autosaver(QObject):

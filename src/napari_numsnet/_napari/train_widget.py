@@ -10,7 +10,6 @@ from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
-    QGroupBox,
     QHBoxLayout,
     QLabel,
     QProgressBar,
@@ -28,6 +27,8 @@ from napari_numsnet.models import get_spec, list_models, scaled_widths
 
 from .errors import reported
 from .plot import TrainingPlot
+from .shortcuts import with_shortcut
+from .stacks_widget import StacksBox
 from .training import TrainController
 
 WIDTH_SCALES = {"1 (paper)": 1.0, "1/2": 0.5, "1/4": 0.25, "1/8": 0.125}
@@ -71,9 +72,18 @@ class TrainWidget(QWidget):
             "together), then the model above segments the classes inside it."
         )
         self.train_button = QPushButton("Train")
+        self.train_button.setToolTip(with_shortcut("Train a new model.", "train"))
         self.continue_button = QPushButton("Continue")
         self.continue_button.setToolTip("Continue the last checkpoint with the annotations now.")
         self.stop_button = QPushButton("Stop")
+        self.stop_button.setToolTip(with_shortcut("Stop before the next step.", "train"))
+        self.stacks = StacksBox(controller)
+        self.advanced_button = QPushButton("Advanced ▸")
+        self.advanced_button.setCheckable(True)
+        self.advanced_button.setFlat(True)
+        self.advanced = QWidget()
+        self.advanced_form = QFormLayout(self.advanced)
+        """Rows of the Advanced box (more settings may be added here)."""
         self.progress_bar = QProgressBar()
         self.status = QLabel("Not trained yet.")
         self.status.setWordWrap(True)
@@ -94,25 +104,22 @@ class TrainWidget(QWidget):
         form.addRow("Batch size", self.batch_size)
         form.addRow("Device", self.device)
         form.addRow("", self.device_label)
-        advanced = QGroupBox("Advanced")
-        advanced.setCheckable(True)
-        advanced.setChecked(False)
-        inner = QWidget()
-        extra = QFormLayout(inner)
+        extra = self.advanced_form
+        extra.setContentsMargins(0, 0, 0, 0)
         extra.addRow("Slice size (px)", self.size)
         extra.addRow("Width scale", self.width_scale)
         extra.addRow("Augmentation", self.augment)
         extra.addRow("Cascade: region model", self.cascade)
-        box = QVBoxLayout(advanced)
-        box.addWidget(inner)
-        inner.setVisible(False)
-        advanced.toggled.connect(inner.setVisible)
+        self.advanced.setVisible(False)  # collapsed: no frame, no space
+        self.advanced_button.toggled.connect(self._show_advanced)
         buttons = QHBoxLayout()
         for button in (self.train_button, self.continue_button, self.stop_button):
             buttons.addWidget(button)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
-        layout.addWidget(advanced)
+        layout.addWidget(self.stacks)
+        layout.addWidget(self.advanced_button)
+        layout.addWidget(self.advanced)
         layout.addLayout(buttons)
         layout.addWidget(self.progress_bar)
         layout.addWidget(self.status)
@@ -132,6 +139,10 @@ class TrainWidget(QWidget):
         c.state_changed.connect(self.on_state)
         c.progress.connect(self.on_event)
         c.checkpoint_changed.connect(lambda *_: self.on_state(c.state))
+
+    def _show_advanced(self, shown: bool) -> None:
+        self.advanced.setVisible(shown)
+        self.advanced_button.setText("Advanced ▾" if shown else "Advanced ▸")
 
     # --- settings ----------------------------------------------------------------------
 
@@ -189,9 +200,17 @@ class TrainWidget(QWidget):
 
     @reported
     def _start(self, resume: bool) -> None:
+        self.write_settings()
         self.plot.reset(self.controller.annotation.classes, keep_history=resume)
         self.progress_bar.setValue(0)
         self.controller.start(resume=resume)
+
+    def toggle(self) -> None:
+        """Train when idle, stop when training (the Train/Stop shortcut)."""
+        if self.controller.running:
+            self.controller.stop()
+        else:
+            self._start(resume=False)
 
     def on_event(self, event: TrainEvent) -> None:
         self.plot.add_event(event)
@@ -204,8 +223,8 @@ class TrainWidget(QWidget):
             dice = ", ".join(f"{k} {v:.2f}" for k, v in event.val_dice.items())
             self.status.setText(
                 f"Epoch {event.epoch}: loss {event.loss:.3f}"
-                + (f"; validation Dice {dice}" if dice else "")
-                + (f"; {event.slices_per_second:.1f} slices/s" if event.slices_per_second else "")
+                + (f", Dice {dice}" if dice else "")
+                + (f", {event.slices_per_second:.1f} slices/s" if event.slices_per_second else "")
             )
 
     def on_state(self, state: Any) -> None:
@@ -219,8 +238,7 @@ class TrainWidget(QWidget):
         elif state in (TrainState.DONE, TrainState.STOPPED) and c.checkpoint is not None:
             word = "stopped" if state is TrainState.STOPPED else "done"
             self.status.setText(
-                f"Training {word} after {c.checkpoint.epochs_done} epoch(s) in all; "
-                "checkpoint saved to the work folder."
+                f"Training {word}: {c.checkpoint.epochs_done} epoch(s) in all, saved."
             )
         elif state is TrainState.CRASHED:
             self.status.setText("Training failed (see the notification).")

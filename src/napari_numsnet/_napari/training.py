@@ -1,20 +1,24 @@
-"""Training in a napari thread worker: settings, state, stop flag, last checkpoint.
+"""Training in a background thread: settings, state, stop flag, last checkpoint (no Qt).
 
-The worker runs :func:`napari_numsnet.pipeline.train`; its progress callback emits a Qt
-signal from the worker thread, which Qt delivers in the main thread, so the viewer keeps
-painting and scrolling while the model trains. Stop sets a ``threading.Event`` that the
-engine checks before every optimiser step.
+The worker runs :func:`napari_numsnet.pipeline.train` on the current image and on any
+extra image/annotation pairs; its progress events, result and error come back through
+``deliver`` (see :mod:`.tasks`), so with the panel they arrive in Qt's main thread and the
+viewer keeps painting while the model trains. Stop sets a ``threading.Event`` that the
+engine checks before every optimiser step. Each run works on a copy of the settings taken
+when it starts (:attr:`TrainController.run_settings`).
 """
 
 from __future__ import annotations
 
+import copy
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from napari.qt.threading import create_worker
-from qtpy.QtCore import QObject, Signal
+import numpy as np
+from napari.layers import Image, Labels
+from psygnal import Signal
 
 from napari_numsnet import pipeline
 from napari_numsnet.cascade import Cascade, load_predictor, train_cascade
@@ -25,12 +29,14 @@ from napari_numsnet.config import (
     PreprocessConfig,
     TrainConfig,
 )
-from napari_numsnet.engine.checkpoint import Checkpoint
+from napari_numsnet.engine.checkpoint import Checkpoint, load_checkpoint
 from napari_numsnet.engine.events import TrainEvent, TrainState
 from napari_numsnet.errors import NumsnetError
 
+from . import layers as L
 from .annotation import AnnotationController
 from .errors import report
+from .tasks import Deliver, call_now, run_in_thread
 
 
 @dataclass
@@ -49,12 +55,16 @@ class TrainSettings:
         ``None`` for one model; a model here trains CHS-Net's cascade instead: this
         model segments the region (every annotated class together), then ``model``
         segments the classes inside it.
+    transfer_from
+        A checkpoint file whose layers (all but the head) start the model, for another
+        class set (the NUMSnet paper's transfer); ``None`` starts from scratch.
     """
 
     model: ModelConfig = field(default_factory=lambda: ModelConfig(DEFAULT_MODEL))
     cascade_region: ModelConfig | None = None
     training: TrainConfig = PRESETS["fast"].train
     preprocess: PreprocessConfig = PRESETS["fast"].preprocess
+    transfer_from: str | None = None
 
     def apply_preset(self, name: str) -> None:
         """Take the epochs, batch size, learning rate and slice size of a preset."""
@@ -63,39 +73,63 @@ class TrainSettings:
         self.preprocess = preset.preprocess
 
 
-class _Relay(QObject):
-    """Carries engine events from the worker thread to the main thread."""
+def pair_stack(image: Image, labels: Labels) -> pipeline.AnnotatedStack:
+    """An extra training pair: the slices marked done in a plugin annotation layer, else
+    every slice with a label (a fully labelled file)."""
+    data = np.asarray(labels.data)
+    if data.shape != np.asarray(image.data).shape:
+        raise NumsnetError(
+            f"Labels {labels.name!r} {data.shape} and image {image.name!r} "
+            f"{np.asarray(image.data).shape} differ in shape.",
+            "Pair each image with the Labels layer drawn on it.",
+        )
+    annotated = L.info(labels).get("annotated")
+    if not annotated:
+        annotated = np.flatnonzero(data.reshape(len(data), -1).any(axis=1)).tolist()
+    if not annotated:
+        raise NumsnetError(f"Labels {labels.name!r} are empty.", "Paint some slices first.")
+    return pipeline.AnnotatedStack(
+        L.stack_of(image), np.array(data, copy=True), sorted(annotated), [], name=image.name
+    )
 
-    event = Signal(object)
 
+class TrainController:
+    """Starts, stops and continues training; keeps the last checkpoint of each image.
 
-class TrainController(QObject):
-    """Starts, stops and continues training; keeps the last checkpoint of each image."""
+    Parameters
+    ----------
+    annotation
+        The annotations of the current image.
+    deliver
+        Runs a function where the GUI lives (see :mod:`.tasks`); default: at once.
+    """
 
     state_changed = Signal(object)
     """The :class:`TrainState` changed."""
     progress = Signal(object)
-    """A :class:`TrainEvent` arrived (main thread)."""
+    """A :class:`TrainEvent` arrived."""
     checkpoint_changed = Signal(object)
     """A new checkpoint is available (trained, loaded or restored)."""
+    pairs_changed = Signal()
+    """The extra image/annotation pairs changed."""
 
-    def __init__(self, annotation: AnnotationController, parent: QObject | None = None) -> None:
-        super().__init__(parent)
+    def __init__(self, annotation: AnnotationController, deliver: Deliver = call_now) -> None:
         self.annotation = annotation
+        self.deliver = deliver
         self.settings = TrainSettings()
+        self.run_settings: TrainSettings | None = None
+        self.pairs: list[tuple[Image, Labels]] = []
         self.state = TrainState.IDLE
-        self.worker: Any = None
+        self.worker: threading.Thread | None = None
         self.last_event: TrainEvent | None = None
         self._stop = threading.Event()
-        self._relay = _Relay(self)
-        self._relay.event.connect(self._on_event)
-        self._checkpoint: Checkpoint | None = None
+        self._checkpoint: Checkpoint | Cascade | None = None
         self._checkpoint_folder: Path | None = None
 
     # --- the checkpoint of the current image -------------------------------------------
 
     @property
-    def checkpoint(self) -> Checkpoint | None:
+    def checkpoint(self) -> Checkpoint | Cascade | None:
         """The last checkpoint of the current image (loaded from its work folder once)."""
         workspace = self.annotation.workspace
         folder = workspace.folder if workspace is not None else None
@@ -119,19 +153,37 @@ class TrainController(QObject):
         self.set_checkpoint(checkpoint, save=False)
         return checkpoint
 
+    # --- more than one stack -----------------------------------------------------------
+
+    def add_pair(self, image: Image, labels: Labels) -> None:
+        """Train on ``labels`` of ``image`` too (checked now, read when training starts)."""
+        if image is self.annotation.image:
+            raise NumsnetError(
+                f"{image.name!r} is the image annotated in this panel; it is always trained on.",
+                "Add another image with its labels.",
+            )
+        pair_stack(image, labels)
+        self.pairs = [p for p in self.pairs if p[0] is not image] + [(image, labels)]
+        self.pairs_changed.emit()
+
+    def remove_pair(self, index: int) -> None:
+        del self.pairs[index]
+        self.pairs_changed.emit()
+
     # --- running -------------------------------------------------------------------------
 
     @property
     def running(self) -> bool:
         return self.state is TrainState.TRAINING
 
-    def start(self, resume: bool = False) -> Any:
+    @property
+    def busy(self) -> bool:
+        """The worker thread is still alive (it may outlive the TRAINING state briefly)."""
+        return self.worker is not None and self.worker.is_alive()
+
+    def start(self, resume: bool = False) -> threading.Thread:
         """Train on the annotated slices in a worker thread; ``resume`` continues the last
         checkpoint with the current annotations.
-
-        Returns
-        -------
-        The napari worker (already started).
 
         Raises
         ------
@@ -140,51 +192,65 @@ class TrainController(QObject):
         """
         if self.running:
             raise NumsnetError("Training is already running.", "Wait for it or press Stop.")
-        stack = self.annotation.annotated_stack()
+        settings = copy.deepcopy(self.settings)  # this run's settings, whatever changes
+        stacks = [self.annotation.annotated_stack()]
+        stacks += [pair_stack(image, labels) for image, labels in self.pairs]
         classes = self.annotation.classes
         previous = self.checkpoint if resume else None
         if resume and previous is None:
             raise NumsnetError(
                 "There is no checkpoint to continue from.", "Train once first, or load one."
             )
-        model = self.settings.model.replace(num_classes=classes.num_values, exclusive=True)
-        preprocess = pipeline.default_preprocess(stack.image, self.settings.preprocess)
-        region = self.settings.cascade_region
+        region = settings.cascade_region
         if resume and (region is not None or isinstance(previous, Cascade)):
             raise NumsnetError(
                 "A cascade cannot be continued: its two stages are trained one after the "
                 "other from the start.",
                 "Press Train to train it again with the annotations as they are now.",
             )
+        transfer = None
+        if settings.transfer_from and not resume:
+            transfer = load_checkpoint(settings.transfer_from)
+        model = settings.model.replace(num_classes=classes.num_values, exclusive=True)
+        preprocess = pipeline.default_preprocess(stacks[0].image, settings.preprocess)
+        common = {"callback": self._on_progress, "stop_event": self._stop}
+        if region is not None:
+
+            def job() -> Any:
+                return train_cascade(
+                    stacks, region, model, settings.training, preprocess, classes, **common
+                )
+        else:
+
+            def job() -> Any:
+                return pipeline.train(
+                    stacks, model, settings.training, preprocess, classes,
+                    resume=previous, transfer_from=transfer, **common,
+                )  # fmt: skip
+
         workspace = self.annotation.workspace
         self._stop.clear()
         self.last_event = None
-        common = {
-            "callback": self._relay.event.emit,
-            "stop_event": self._stop,
-            "_start_thread": False,
-            "_ignore_errors": True,
-        }
-        if region is not None:
-            worker = create_worker(
-                train_cascade, stack, region, model, self.settings.training, preprocess,
-                classes, **common,
-            )  # fmt: skip
-        else:
-            worker = create_worker(
-                pipeline.train, stack, model, self.settings.training, preprocess, classes,
-                resume=previous, **common,
-            )  # fmt: skip
-        worker.returned.connect(lambda ckpt: self._on_returned(ckpt, workspace))
-        worker.errored.connect(self._on_error)
-        self.worker = worker
+        self.run_settings = settings
         self._set_state(TrainState.TRAINING)
-        worker.start()
-        return worker
+        self.worker = run_in_thread(
+            job, lambda ckpt: self._on_returned(ckpt, workspace), self._on_error, self.deliver
+        )
+        return self.worker
 
     def stop(self) -> None:
         """Ask the running training to stop before its next step."""
         self._stop.set()
+
+    def toggle(self) -> None:
+        """Train when idle, stop when training (the Train/Stop shortcut)."""
+        if self.running:
+            self.stop()
+        else:
+            self.start(resume=False)
+
+    def _on_progress(self, event: TrainEvent) -> None:  # worker thread
+        self.deliver(lambda: self._on_event(event))
 
     def _on_event(self, event: TrainEvent) -> None:
         self.last_event = event

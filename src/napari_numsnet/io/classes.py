@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import colorsys
 import json
 import os
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from napari_numsnet.errors import NumsnetError
 from napari_numsnet.io.atomic import atomic_write_bytes
 
-# Distinct colours for up to ten classes after the background (tab10-like).
+# Saturated colours that stay visible on grey-level images (CT, MRI: dark to near-white
+# grey), told apart from each other; the background comes first.
 DEFAULT_COLORS = (
     "#000000",
     "#e6194b",
@@ -18,12 +21,49 @@ DEFAULT_COLORS = (
     "#ffe119",
     "#4363d8",
     "#f58231",
-    "#911eb4",
-    "#46f0f0",
+    "#b04ee0",
+    "#42d4f4",
     "#f032e6",
-    "#bcf60c",
-    "#fabebe",
+    "#bfef45",
+    "#2fb5a0",
+    "#ff8fab",
+    "#8c7bff",
+    "#d2a000",
 )
+MIN_DISTANCE = 0.3
+"""Colours closer than this in RGB (0..1 per channel) count as the same on screen."""
+
+
+def _rgb(color: str) -> tuple[float, float, float]:
+    text = color.lstrip("#")
+    if len(text) == 3:
+        text = "".join(c * 2 for c in text)
+    try:
+        return tuple(int(text[i : i + 2], 16) / 255 for i in (0, 2, 4))  # type: ignore[return-value]
+    except ValueError as exc:
+        raise NumsnetError(f"{color!r} is not a colour.", "Write colours as #rrggbb.") from exc
+
+
+def visible_on_grey(color: str) -> bool:
+    """Whether ``color`` stands out on grey levels: saturated (HSV saturation >= 0.35) and
+    not dark (value >= 0.45). Near-white, grey and near-black colours do not."""
+    _, saturation, value = colorsys.rgb_to_hsv(*_rgb(color))
+    return saturation >= 0.35 and value >= 0.45
+
+
+def color_distance(a: str, b: str) -> float:
+    """Euclidean distance of two colours in RGB, each channel in 0..1 (0 to about 1.73)."""
+    return sum((x - y) ** 2 for x, y in zip(_rgb(a), _rgb(b), strict=True)) ** 0.5
+
+
+def _free_color(used: Iterable[str]) -> str:
+    """The first palette colour far from every colour in ``used`` (else the farthest)."""
+    used = list(used)
+    candidates = DEFAULT_COLORS[1:]
+    for color in candidates:
+        if all(color_distance(color, u) >= MIN_DISTANCE for u in used):
+            return color
+    return max(candidates, key=lambda c: min(color_distance(c, u) for u in used))
 
 
 @dataclass(frozen=True)
@@ -58,10 +98,17 @@ class ClassTable:
             )
 
     @classmethod
-    def from_names(cls, names: list[str] | tuple[str, ...]) -> ClassTable:
-        """Table with default colours; ``names`` starts with the background."""
-        colors = [DEFAULT_COLORS[i % len(DEFAULT_COLORS)] for i in range(len(names))]
-        colors[0] = DEFAULT_COLORS[0]
+    def from_names(
+        cls, names: list[str] | tuple[str, ...], avoid: Iterable[str] = ()
+    ) -> ClassTable:
+        """Table with palette colours; ``names`` starts with the background.
+
+        ``avoid``: colours already on screen (other layers); the classes get others.
+        """
+        colors = [DEFAULT_COLORS[0]]
+        avoid = list(avoid)
+        for _ in names[1:]:
+            colors.append(_free_color(avoid + colors[1:]))
         return cls(tuple(names), tuple(colors))
 
     @classmethod
@@ -72,6 +119,50 @@ class ClassTable:
     @property
     def num_values(self) -> int:
         return len(self.names)
+
+    def distinct_from(self, shown: Mapping[str, str] | None = None) -> ClassTable:
+        """This table with colours that are visible on grey levels and differ from those
+        of other classes on screen.
+
+        Parameters
+        ----------
+        shown
+            ``{class name: colour}`` of the layers shown with this one. A class of the
+            same name takes the same colour; a colour that is not :func:`visible_on_grey`,
+            or close to one of another class, is replaced by a free palette colour.
+        """
+        shown = dict(shown or {})
+        colors = [self.colors[0]]
+        for name, color in zip(self.names[1:], self.colors[1:], strict=True):
+            others = [c for n, c in shown.items() if n != name] + colors[1:]
+            if name in shown:
+                color = shown[name]
+            elif not visible_on_grey(color) or any(
+                color_distance(color, c) < MIN_DISTANCE for c in others
+            ):
+                color = _free_color(others)
+            colors.append(color)
+        return replace(self, colors=tuple(colors))
+
+    def with_class(self, name: str, color: str | None = None) -> ClassTable:
+        """This table with one more class (value ``num_values``)."""
+        color = color or _free_color(self.colors[1:])
+        return ClassTable((*self.names, name), (*self.colors, color))
+
+    def renamed(self, value: int, name: str) -> ClassTable:
+        """This table with class ``value`` called ``name``."""
+        names = list(self.names)
+        names[value] = name.strip()
+        if not names[value]:
+            raise NumsnetError("A class name cannot be empty.", "Type a name.")
+        return replace(self, names=tuple(names))
+
+    def recolored(self, value: int, color: str) -> ClassTable:
+        """This table with class ``value`` drawn in ``color`` (``#rrggbb``)."""
+        _rgb(color)
+        colors = list(self.colors)
+        colors[value] = color.lower()
+        return replace(self, colors=tuple(colors))
 
     def color_dict(self) -> dict[int, str]:
         """``{label value: colour}``, the form napari's Labels layers take."""
