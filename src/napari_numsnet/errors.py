@@ -7,6 +7,7 @@ status 2 on either.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 from pathlib import Path
@@ -74,6 +75,20 @@ if _DQUOT is not None:
     _FIXES[_DQUOT] = ("the disk quota is exceeded", "Free some of your space or ask for more.")
 
 
+def _guess_code(path: Path) -> int | None:
+    """The likely cause of a write error that came without ``errno`` (a C library's)."""
+    import resource
+    import shutil
+
+    with contextlib.suppress(OSError, ValueError):
+        if shutil.disk_usage(path.parent if path.parent.exists() else Path.cwd()).free < 1 << 20:
+            return errno.ENOSPC
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        if resource.getrlimit(resource.RLIMIT_FSIZE)[0] != resource.RLIM_INFINITY:
+            return errno.EFBIG
+    return None
+
+
 def resource_error(
     exc: OSError, path: str | os.PathLike[str], action: str = "write"
 ) -> ResourceError:
@@ -95,7 +110,7 @@ def resource_error(
     """
     if isinstance(exc, ResourceError):
         return exc
-    code = exc.errno
+    code = exc.errno if exc.errno is not None else _guess_code(Path(path))
     what, fix = _FIXES.get(code or -1, (exc.strerror or str(exc), "Check the folder and retry."))
     kept = " Nothing was changed: an existing file there is as it was."
     kept = kept if action == "write" else ""

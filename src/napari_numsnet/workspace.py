@@ -336,7 +336,8 @@ class Workspace:
                 try:
                     work = self._read_save(save, shape)
                 except _Damaged as exc:
-                    problems.append(f"{save.name}: {exc}")
+                    if f"{save.name}: {exc}" not in problems:
+                        problems.append(f"{save.name}: {exc}")
                     continue
                 if problems:
                     work.recovered = (

@@ -7,6 +7,7 @@ tensors and plain Python values only, never pickled code.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 from dataclasses import dataclass, field
@@ -145,6 +146,8 @@ def save_checkpoint(checkpoint: Checkpoint, path: str | Path) -> Path:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as exc:  # a part of the folder is a file
+        raise resource_error(OSError(errno.ENOTDIR, str(exc)), path) from exc
     except OSError as exc:
         raise resource_error(exc, path) from exc
     data = checkpoint_bytes(checkpoint.to_dict())

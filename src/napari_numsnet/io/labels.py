@@ -7,6 +7,7 @@ Labels are ``(Z, H, W)`` integer stacks like the images (``napari_numsnet.io.vol
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import numpy as np
 import tifffile
 
 from napari_numsnet.errors import NumsnetError
-from napari_numsnet.io.atomic import atomic_path
+from napari_numsnet.io.atomic import atomic_path, write_fully
 from napari_numsnet.io.volume import VolumeMeta, file_format, read_volume
 
 
@@ -103,14 +104,19 @@ def write_labels(
             "Pass dtype=None to pick the smallest integer type that holds them.",
         )
     file_array = np.ascontiguousarray(np.moveaxis(labels, 0, meta.stack_axis).astype(dtype))
+    data = b""
+    if fmt != "nifti":  # serialised in memory: a full disk fails as a plain write
+        buffer = io.BytesIO()
+        if fmt == "tiff":
+            tifffile.imwrite(buffer, file_array, photometric="minisblack")
+        else:
+            np.save(buffer, file_array, allow_pickle=False)
+        data = buffer.getvalue()
     with atomic_path(path) as tmp:
         if fmt == "nifti":
             _write_nifti(tmp, file_array, meta)
-        elif fmt == "tiff":
-            tifffile.imwrite(tmp, file_array, photometric="minisblack")
         else:
-            with open(tmp, "wb") as handle:
-                np.save(handle, file_array, allow_pickle=False)
+            write_fully(tmp, data)
     return path
 
 
