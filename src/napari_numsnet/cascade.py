@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from napari_numsnet import pipeline
 from napari_numsnet.config import ModelConfig, PredictConfig, PreprocessConfig, TrainConfig
 from napari_numsnet.engine.checkpoint import (
     Checkpoint,
+    checkpoint_bytes,
     checkpoint_from_dict,
     read_checkpoint_file,
     save_checkpoint,
@@ -32,7 +32,7 @@ from napari_numsnet.engine.checkpoint import (
 from napari_numsnet.engine.events import ProgressCallback
 from napari_numsnet.engine.predict import Prediction
 from napari_numsnet.errors import NumsnetError
-from napari_numsnet.io.atomic import atomic_path
+from napari_numsnet.io.atomic import atomic_path, write_fully
 from napari_numsnet.io.classes import ClassTable
 
 CASCADE_FORMAT = "napari-numsnet-cascade"
@@ -172,8 +172,9 @@ def save_cascade(cascade: Cascade, path: str | Path) -> Path:
         "inner": cascade.inner.to_dict(),
         "region_values": list(cascade.region_values),
     }
+    payload = checkpoint_bytes(data)  # in memory first: a full disk fails as a plain write
     with atomic_path(path) as tmp:
-        torch.save(data, tmp)
+        write_fully(tmp, payload)
     return path
 
 
