@@ -120,6 +120,36 @@ def machine(device: str = "cpu") -> dict[str, Any]:
     return info
 
 
+def load_average() -> list[float]:
+    """The machine's 1, 5 and 15-minute load averages (``[]`` where unknown)."""
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        return []
+
+
+def median_range(values: Sequence[float]) -> dict[str, Any]:
+    """``{"median", "min", "max", "n", "values"}`` of timed iterations (NaNs left out)."""
+    arr = np.asarray([v for v in values if v is not None and not np.isnan(v)], dtype=float)
+    if arr.size == 0:
+        return {"median": float("nan"), "min": float("nan"), "max": float("nan"), "n": 0}
+    return {
+        "median": float(np.median(arr)),
+        "min": float(arr.min()),
+        "max": float(arr.max()),
+        "n": int(arr.size),
+        "values": [float(v) for v in arr],
+    }
+
+
+def fmt_range(stats: dict[str, Any], digits: int = 2) -> str:
+    """``12.3 (11.9-12.8)``: median and range; ``n/a`` without values."""
+    if not stats.get("n"):
+        return "n/a"
+    d = digits
+    return f"{stats['median']:.{d}f} ({stats['min']:.{d}f}-{stats['max']:.{d}f})"
+
+
 def append_result(path: Path, record: dict[str, Any]) -> None:
     """Append ``record`` as one JSON line to ``path`` (created with its folder)."""
     path.parent.mkdir(parents=True, exist_ok=True)
