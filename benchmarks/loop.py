@@ -13,8 +13,10 @@ Strategies (``--strategies``):
   ``entropy/sum``, ``margin/foreground``, ``tta/foreground``;
 * ``random``: an unannotated slice at random;
 * ``even``: the unannotated slice farthest from every annotated one (evenly spaced);
-* ``oracle``: the slice with the lowest Dice against the reference (an upper bound that
-  needs the answer).
+* ``oracle``: the slice with the lowest Dice against the reference (the issue's upper
+  bound, which needs the answer);
+* ``oracle_errors``: the slice with the most wrongly labelled voxels (also needs the
+  answer; the slice whose replacement by its annotation raises the user's Dice most).
 
 Scored after each prediction, per stack: the mean foreground Dice of the user's result
 (the prediction with the annotated slices replaced by their annotation; ``dice``) and of
@@ -61,7 +63,7 @@ SUGGESTIONS = {
     "margin": ("margin", "foreground"),
     "tta": ("tta", "foreground"),
 }
-STRATEGIES = (*SUGGESTIONS, "random", "even", "oracle")
+STRATEGIES = (*SUGGESTIONS, "random", "even", "oracle", "oracle_errors")
 
 
 def slice_dice(predicted: np.ndarray, reference: np.ndarray, n_values: int) -> np.ndarray:
@@ -130,6 +132,10 @@ def choose(
         dice = slice_dice(labels, reference, n_values)
         dice[annotated] = np.inf
         return int(np.argmin(dice))
+    if strategy == "oracle_errors":
+        errors = (labels != reference).reshape(n, -1).sum(axis=1).astype(float)
+        errors[annotated] = -1.0
+        return int(np.argmax(errors))
     raise SystemExit(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
 
 

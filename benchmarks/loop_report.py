@@ -18,7 +18,7 @@ from typing import Any
 import common
 import numpy as np
 
-ORDER = ("entropy", "entropy_sum", "margin", "tta", "even", "random", "oracle")
+ORDER = ("entropy", "entropy_sum", "margin", "tta", "even", "random", "oracle", "oracle_errors")
 
 
 def curves(records: list[dict[str, Any]], key: str = "dice") -> dict[str, np.ndarray]:
@@ -159,7 +159,7 @@ def plot(records: list[dict[str, Any]], path: Path, title: str) -> None:
     for s in _sorted(dice):
         mean, std = np.nanmean(dice[s], axis=0), np.nanstd(dice[s], axis=0)
         k = np.arange(len(mean))
-        style = "--" if s in ("random", "even", "oracle") else "-"
+        style = "--" if s in ("random", "even", "oracle", "oracle_errors") else "-"
         axes[0].errorbar(k, mean, yerr=std, label=s, ls=style, marker="o", capsize=3)
         axes[1].plot(np.nanmean(cpu[s], axis=0), mean, ls=style, marker="o", label=s)
     axes[0].set_xlabel("corrected slices per stack")
