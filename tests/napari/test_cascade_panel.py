@@ -58,7 +58,7 @@ def test_train_predict_and_export_a_cascade(panel, tmp_path, qtbot, tiny_model, 
     qtbot.waitUntil(lambda: not widget.prediction.running, timeout=MINUTE_MS)
     expected = pipeline.predict(cascade, viewer.layers["ct"].data).labels
     np.testing.assert_array_equal(viewer.layers["ct prediction"].data, expected)
-    assert "cascade unet -> numsnet" in widget.predict_tab.model_label.text()
+    assert "CHS-Net cascade UNet → NUMSnet" in widget.predict_tab.model_label.text()
 
     written = widget.export_tab.save_checkpoint(str(tmp_path / "cascade"))
     exported = load_predictor(written)

@@ -200,7 +200,6 @@ class TrainWidget(QWidget):
 
     @reported
     def _start(self, resume: bool) -> None:
-        self.write_settings()
         self.plot.reset(self.controller.annotation.classes, keep_history=resume)
         self.progress_bar.setValue(0)
         self.controller.start(resume=resume)
