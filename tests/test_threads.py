@@ -145,3 +145,11 @@ def test_current_is_none_once_someone_else_changed_torch():
 def test_real_measurement_is_a_number_of_cores():
     busy = threads.measure_busy(0.05)
     assert 0.0 <= busy <= threads.usable_cores() + 0.5
+
+
+def test_workers_share_the_choice(monkeypatch):
+    FakeLoad(monkeypatch, busy=1.0)
+    assert threads.worker_threads(2) == 1  # nothing applied: 4 cores, 1 busy -> 3 // 2
+    threads.apply_threads(4)
+    assert threads.worker_threads(2) == 2
+    assert threads.worker_threads(8) == 1

@@ -415,7 +415,9 @@ def _predict_in_workers(
     """Hand the jobs out one at a time to spawned workers until none is left."""
     ctx = mp.get_context("spawn")
     cpu_workers = sum(d == "cpu" for d in devices)
-    threads = max(1, (os.cpu_count() or 1) // max(1, cpu_workers))
+    from napari_numsnet.engine.threads import worker_threads
+
+    threads = worker_threads(cpu_workers)  # the thread policy's count, shared
     pending = list(reversed(jobs))
     conns: dict[Connection, int] = {}
     processes, in_flight = [], {}

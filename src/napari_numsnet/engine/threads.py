@@ -12,6 +12,7 @@ those reserved (a core left to the napari viewer), and keeps at least one.
 - :func:`revisit` is called between epochs: it measures over the time since the last
   measurement (no waiting) and changes the count when the load has changed. It does
   nothing when the user fixed the count or when no policy was applied.
+- :func:`worker_threads` shares the choice among the cohort's CPU worker processes.
 - :func:`choose_threads` is the pure choice, :func:`current` the choice in force, and
   :meth:`ThreadChoice.describe` the text of the device line.
 """
@@ -267,6 +268,16 @@ def current() -> ThreadChoice | None:
     if choice is None or choice.threads != torch.get_num_threads():
         return None
     return choice
+
+
+def worker_threads(workers: int) -> int:
+    """Threads for each of ``workers`` CPU worker processes: the choice in force, shared.
+
+    The choice in force (the user's ``--threads`` or the policy's) is divided among the
+    workers; without one, the load is measured now (:data:`APPLY_WINDOW` seconds).
+    """
+    choice = current() or choose_threads(None, busy=measure_busy())
+    return max(1, choice.threads // max(1, workers))
 
 
 def reset() -> None:
