@@ -25,7 +25,8 @@ from napari_numsnet.config import ModelConfig, TrainConfig
 from napari_numsnet.data.dataset import TrainingStack
 from napari_numsnet.engine import distributed
 from napari_numsnet.engine.checkpoint import load_checkpoint
-from napari_numsnet.engine.trainer import evaluate_stacks, fit, label_names
+from napari_numsnet.engine.trainer import fit
+from napari_numsnet.engine.validation import evaluate_stacks, label_names
 from napari_numsnet.errors import NumsnetError
 from napari_numsnet.models import create_model
 

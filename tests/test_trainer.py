@@ -14,7 +14,8 @@ from napari_numsnet.config import TrainConfig
 from napari_numsnet.data.dataset import TrainingStack
 from napari_numsnet.engine import trainer as trainer_module
 from napari_numsnet.engine.events import TrainState
-from napari_numsnet.engine.trainer import evaluate_stacks, fit, label_names
+from napari_numsnet.engine.trainer import fit
+from napari_numsnet.engine.validation import evaluate_stacks, label_names
 from napari_numsnet.models import create_model
 
 
@@ -46,7 +47,8 @@ def test_loss_decreases_and_squares_are_learned(name, tiny_config, square_stack)
     events: list = []
     result = fit(model, [stack], learnable(), callback=collect(events))
     losses = [e.loss for e in events if e.kind == "step"]
-    assert len(losses) == 30  # 6 slices, batch 2, 10 epochs
+    # unet: 6 slices in batches of 2 per epoch; numsnet: one run per annotated slice.
+    assert len(losses) == (60 if name == "numsnet" else 30)
     assert np.mean(losses[-5:]) < 0.3 * np.mean(losses[:3])
     dice = evaluate_stacks(result.model, [stack], ["background", "square"], torch.device("cpu"))
     assert dice["square"] > 0.8
@@ -66,12 +68,12 @@ def test_events_start_steps_epochs_end(tiny_config, square_stack):
         callback=collect(events),
     )
     kinds = [e.kind for e in events]
-    # Ordered batches of 5 slices by 2: 3 steps per epoch.
-    assert kinds == ["start"] + (["step"] * 3 + ["epoch"]) * 2 + ["end"]
-    assert events[0].total_steps == 6
+    # NUMSnet trains on one run of consecutive slices per annotated slice: 5 steps an epoch.
+    assert kinds == ["start"] + (["step"] * 5 + ["epoch"]) * 2 + ["end"]
+    assert events[0].total_steps == 10
     steps = [e for e in events if e.kind == "step"]
-    assert [e.step for e in steps] == [1, 2, 3, 4, 5, 6]
-    assert [e.epoch for e in steps] == [1, 1, 1, 2, 2, 2]
+    assert [e.step for e in steps] == list(range(1, 11))
+    assert [e.epoch for e in steps] == [1] * 5 + [2] * 5
     assert all(e.loss is not None and np.isfinite(e.loss) for e in steps)
     epochs = [e for e in events if e.kind == "epoch"]
     assert [e.epoch for e in epochs] == [1, 2]
@@ -95,7 +97,7 @@ def test_epoch_events_have_no_dice_without_validation(tiny_config, square_stack)
     assert result.record["epochs_done"] == 1
 
 
-@pytest.mark.parametrize("k", [0, 2, 3])
+@pytest.mark.parametrize("k", [0, 2, 6])
 def test_stop_flag_ends_training_after_k_steps(k, tiny_config, square_stack):
     stop = threading.Event()
     events: list = []
@@ -109,7 +111,7 @@ def test_stop_flag_ends_training_after_k_steps(k, tiny_config, square_stack):
         stop.set()
     model = make_model(tiny_config("numsnet"))
     before = copy.deepcopy(model.state_dict())
-    # 6 slices by 2: 3 steps per epoch, 9 planned.
+    # One run per annotated slice: 6 steps per epoch, 18 planned.
     result = fit(model, [square_stack(6)], learnable(epochs=3), callback=callback, stop_event=stop)
     assert sum(e.kind == "step" for e in events) == k
     assert events[0].kind == "start" and events[-1].kind == "end"
@@ -122,7 +124,7 @@ def test_stop_flag_ends_training_after_k_steps(k, tiny_config, square_stack):
     if k == 2:  # stopped inside epoch 1: the partial epoch is recorded as incomplete
         assert result.record["epochs_done"] == 1
         assert result.record["epochs"][-1]["complete"] is False
-    if k == 3:  # stopped right after epoch 1: it is complete, epoch 2 never ran
+    if k == 6:  # stopped right after epoch 1: it is complete, epoch 2 never ran
         assert result.record["epochs_done"] == 1
         assert [e["complete"] for e in result.record["epochs"]] == [True]
 
@@ -169,14 +171,6 @@ def test_pipeline_seed_also_fixes_initial_weights(tiny_config, synthetic_volume,
     ],
 )
 def test_sequential_models_train_on_ordered_batches(name, ordered, tiny_config, monkeypatch):
-    seen_flags = []
-    real = trainer_module.iter_batches
-
-    def spy(stacks, batch_size, flag, generator):
-        seen_flags.append(flag)
-        return real(stacks, batch_size, flag, generator)
-
-    monkeypatch.setattr(trainer_module, "iter_batches", spy)
     # Slice i is the constant image i / 10, so the forward inputs tell the slice order.
     n = 7
     images = np.repeat(np.arange(n, dtype=np.float32)[:, None, None] / 10, 32, 1).repeat(32, 2)
@@ -184,25 +178,27 @@ def test_sequential_models_train_on_ordered_batches(name, ordered, tiny_config, 
     labels[:, :8] = 1
     stack = TrainingStack(images, labels, np.arange(n))
     model = make_model(tiny_config(name))
-    order, carries = [], []
+    batches, carries = [], []
     forward = model.forward
 
     def recording_forward(x, carry=None):
-        order.extend(np.rint(x[:, 0, 0, 0].detach().numpy() * 10).astype(int).tolist())
+        batches.append(np.rint(x[:, 0, 0, 0].detach().numpy() * 10).astype(int).tolist())
         carries.append(carry is not None)
         return forward(x, carry)
 
     monkeypatch.setattr(model, "forward", recording_forward)
     fit(model, [stack], learnable(epochs=2, batch_size=3))
-    assert seen_flags == [ordered, ordered]
-    assert sorted(order) == sorted(list(range(n)) * 2)  # every slice once per epoch
+    assert not any(carries)  # a run is one batch: its slices are fused within the batch
     if ordered:
-        assert order == list(range(n)) * 2
-        # 7 slices by 3: the carry joins the 2nd and 3rd batch to the one before.
-        assert carries == [False, True, True] * 2
+        # One run of 3 consecutive slices per annotated slice and epoch, in stack order.
+        assert len(batches) == 2 * n
+        assert all(b == list(range(b[0], b[0] + 3)) for b in batches)
+        for epoch in (batches[:n], batches[n:]):
+            assert set().union(*map(set, epoch)) == set(range(n))
     else:
+        order = [i for b in batches for i in b]
+        assert sorted(order) == sorted(list(range(n)) * 2)  # every slice once per epoch
         assert order != list(range(n)) * 2  # shuffled (fixed seed, 1 in 5040**2 to fail)
-        assert not any(carries)
 
 
 def test_deep_supervision_model_trains_every_head(tiny_config, square_stack):

@@ -12,9 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 Normalization = Literal["minmax", "zscore", "none"]
-SliceStrategy = Literal["initial_seq", "mid_seq", "mid_rand"]
+SliceStrategy = Literal["initial_seq", "mid_seq", "mid_rand", "spread"]
 Direction = Literal["forward", "backward", "both"]
-LossName = Literal["bdl", "dice", "ce"]
+LossName = Literal["bdl", "dice", "ce", "dice_ce"]
+ScheduleName = Literal["constant", "cosine", "poly"]
+OptimizerName = Literal["adam", "adamw"]
 
 T = TypeVar("T")
 
@@ -132,12 +134,49 @@ class TrainConfig(_Record):
 
     Parameters
     ----------
-    epochs, batch_size, learning_rate
-        Adam with the paper's defaults (60 epochs, batch 5, 1e-3).
+    epochs
+        Passes over the training batches, used when ``steps`` is 0 (the paper's 60).
+    steps
+        Optimiser steps to run, whatever the number of annotated slices; 0 counts
+        ``epochs`` instead. A budget in steps does the same work for 3 annotated slices
+        as for 300.
+    batch_size
+        Slices per batch (the run length for the NUMSnet family); clamped to the
+        training data when there is less.
+    learning_rate
+        Peak learning rate.
+    optimizer
+        ``adam`` (the paper) or ``adamw`` (decoupled weight decay).
+    weight_decay
+        AdamW's decoupled weight decay.
+    schedule
+        ``constant`` (the paper), ``cosine`` or ``poly`` (``(1 - t)^0.9``, nnU-Net) decay
+        to 0 over the run, after ``warmup_steps`` of linear warm-up.
+    warmup_steps
+        Steps of linear warm-up from 0 to ``learning_rate``.
     loss
-        ``bdl`` (BCE/2 + Dice, paper eq. 8-10), ``dice`` or ``ce``.
+        ``bdl`` (BCE/2 + Dice, paper eq. 8-10), ``dice``, ``ce`` or ``dice_ce``
+        (Dice + cross-entropy, as in nnU-Net).
     augment
-        Rotation, shifts and shear 0.2, zoom 0.8-1, as in the paper.
+        The paper's affine (rotation, shifts and shear 0.2, zoom 0.8-1) on every batch.
+    intensity_augment
+        Brightness, contrast, gamma, Gaussian noise and blur on every batch, as in
+        nnU-Net (only where ``augment`` is on).
+    semi_supervised
+        Weight of FixMatch's consistency term on the unannotated slices of the training
+        stacks (slice models with exclusive classes; 0: off). It starts after a fifth of
+        the steps, once the model's own labels mean something.
+    confidence
+        Probability a pixel's pseudo-label needs to enter that term.
+    keep_best
+        Return the weights with the best validation Dice rather than the last ones
+        (only when there are validation slices).
+    val_every
+        Validate every this many steps (0: after every epoch).
+    patience
+        Stop after this many validations without a better Dice (0: never stop early).
+    checkpoint_seconds
+        At most this often, hand the current state to ``fit``'s ``on_checkpoint``.
     amp
         Mixed precision where the device supports it (CUDA only).
     device
@@ -149,10 +188,22 @@ class TrainConfig(_Record):
     """
 
     epochs: int = 60
+    steps: int = 0
     batch_size: int = 5
     learning_rate: float = 1e-3
+    optimizer: OptimizerName = "adam"
+    weight_decay: float = 0.0
+    schedule: ScheduleName = "constant"
+    warmup_steps: int = 0
     loss: LossName = "bdl"
     augment: bool = True
+    intensity_augment: bool = False
+    semi_supervised: float = 0.0
+    confidence: float = 0.9
+    keep_best: bool = True
+    val_every: int = 0
+    patience: int = 0
+    checkpoint_seconds: float = 120.0
     amp: bool = True
     device: str = "auto"
     seed: int = 0

@@ -21,7 +21,7 @@ from napari_numsnet.config import TrainConfig
 from napari_numsnet.engine.checkpoint import Checkpoint
 from napari_numsnet.engine.device import select_device
 from napari_numsnet.engine.events import ProgressCallback, TrainEvent, TrainState
-from napari_numsnet.engine.trainer import evaluate_stacks, label_names
+from napari_numsnet.engine.validation import evaluate_stacks, label_names
 from napari_numsnet.errors import NumsnetError
 
 #: Steps of one retrain after an accepted slice, chosen on the loop benchmark

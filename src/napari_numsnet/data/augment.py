@@ -146,3 +146,81 @@ def random_affine(
         align_corners=False,
     )
     return out_images, out_labels[:, 0].round().to(torch.long)
+
+
+def _draw(n: int, generator: torch.Generator, low: float, high: float) -> torch.Tensor:
+    u = torch.rand(n, generator=generator, device=generator.device)
+    return low + (high - low) * u
+
+
+def _applies(n: int, generator: torch.Generator, probability: float) -> torch.Tensor:
+    return torch.rand(n, generator=generator, device=generator.device) < probability
+
+
+def _gaussian_blur(images: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian blur of ``(B, C, H, W)`` with one ``sigma`` (pixels) per slice."""
+    radius = 3
+    offsets = torch.arange(-radius, radius + 1, device=images.device, dtype=images.dtype)
+    kernels = torch.exp(-(offsets[None] ** 2) / (2 * sigma[:, None].to(images.dtype) ** 2))
+    kernels = kernels / kernels.sum(1, keepdim=True)  # (B, 7)
+    batch, channels, height, width = images.shape
+    x = images.reshape(1, batch * channels, height, width)
+    k = kernels.repeat_interleave(channels, 0)
+    pad = F.pad(x, (radius, radius, 0, 0), mode="replicate")
+    x = F.conv2d(pad, k[:, None, None, :], groups=batch * channels)
+    pad = F.pad(x, (0, 0, radius, radius), mode="replicate")
+    x = F.conv2d(pad, k[:, None, :, None], groups=batch * channels)
+    return x.reshape(batch, channels, height, width)
+
+
+def random_intensity(
+    images: torch.Tensor, generator: torch.Generator, same_for_batch: bool = False
+) -> torch.Tensor:
+    """nnU-Net's intensity augmentation on normalised slices.
+
+    Each with its own probability per slice (or per batch): brightness (x0.75-1.25,
+    p 0.15), contrast about the slice mean (x0.75-1.25, p 0.15), gamma 0.7-1.5 on the
+    slice's own range (p 0.3), Gaussian noise of up to 0.1 of the slice's standard deviation
+    (p 0.1) and a Gaussian blur of sigma 0.5-1 pixel (p 0.2).
+
+    Parameters
+    ----------
+    images
+        ``(B, C, H, W)`` float, normalised intensities, any device.
+    generator
+        Source of randomness; the same seed gives the same changes.
+    same_for_batch
+        ``True``: one draw for the whole batch (an ordered run of neighbouring slices).
+
+    Returns
+    -------
+    torch.Tensor
+        ``(B, C, H, W)``, same dtype and device.
+    """
+    batch = images.shape[0]
+    n = 1 if same_for_batch else batch
+
+    def per_slice(values: torch.Tensor) -> torch.Tensor:
+        return values.to(images.device, images.dtype).expand(batch).view(batch, 1, 1, 1)
+
+    x = images
+    axes = (1, 2, 3)
+    scale = torch.where(_applies(n, generator, 0.15), _draw(n, generator, 0.75, 1.25), 1.0)
+    x = x * per_slice(scale)
+    factor = torch.where(_applies(n, generator, 0.15), _draw(n, generator, 0.75, 1.25), 1.0)
+    mean = x.mean(axes, keepdim=True)
+    x = mean + (x - mean) * per_slice(factor)
+    gamma = torch.where(_applies(n, generator, 0.3), _draw(n, generator, 0.7, 1.5), 1.0)
+    if bool((gamma != 1.0).any()):
+        low, high = x.amin(axes, keepdim=True), x.amax(axes, keepdim=True)
+        span = (high - low).clamp_min(1e-6)
+        x = low + span * ((x - low) / span).clamp(0, 1) ** per_slice(gamma)
+    sigma = torch.where(_applies(n, generator, 0.1), _draw(n, generator, 0.0, 0.1), 0.0)
+    if bool((sigma > 0).any()):
+        noise = torch.randn(x.shape, generator=generator, device=generator.device)
+        x = x + noise.to(x.device, x.dtype) * per_slice(sigma) * x.std(axes, keepdim=True)
+    blur = torch.where(_applies(n, generator, 0.2), _draw(n, generator, 0.5, 1.0), 0.0)
+    if bool((blur > 0).any()):
+        blurred = _gaussian_blur(x, per_slice(blur.clamp_min(0.1)).flatten())
+        x = torch.where(per_slice(blur) > 0, blurred, x)
+    return x

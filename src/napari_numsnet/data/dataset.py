@@ -64,6 +64,59 @@ class TrainingStack:
 
 
 @dataclass(eq=False)
+class StackSample:
+    """A whole preprocessed stack with the slices that count.
+
+    Every model kind trains from this: slice models read the annotated slices, the NUMSnet
+    family runs of consecutive slices around them, 3D models windows; unannotated slices
+    may feed a semi-supervised term but never a supervised loss.
+
+    Attributes
+    ----------
+    images
+        ``(Z, S, S)`` float32 preprocessed slices, in stack order.
+    labels
+        ``(Z, S, S)`` int64; read only on annotated slices.
+    annotated
+        ``(Z,)`` bool, the slices that enter the loss (or the score, for validation).
+    name
+        For messages.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    annotated: np.ndarray
+    name: str = "stack"
+
+    def __post_init__(self) -> None:
+        self.images = np.asarray(self.images, dtype=np.float32)
+        self.labels = np.asarray(self.labels, dtype=np.int64)
+        self.annotated = np.asarray(self.annotated, dtype=bool)
+        z = self.images.shape[0] if self.images.ndim == 3 else -1
+        if (
+            self.images.ndim != 3
+            or self.labels.shape != self.images.shape
+            or (self.annotated.shape != (z,))
+        ):
+            raise NumsnetError(
+                f"Stack {self.name!r}: images {self.images.shape}, labels "
+                f"{self.labels.shape} and annotated {self.annotated.shape} do not fit.",
+                "Give images and labels as (Z, S, S) and one annotated flag per slice.",
+            )
+
+    def __len__(self) -> int:
+        """Number of annotated slices."""
+        return int(np.count_nonzero(self.annotated))
+
+
+def as_stack_sample(stack: StackSample | TrainingStack) -> StackSample:
+    """``stack`` as a :class:`StackSample`; a TrainingStack's slices all count."""
+    if isinstance(stack, StackSample):
+        return stack
+    return StackSample(stack.images, stack.labels, np.ones(len(stack), bool), stack.name)
+
+
+@dataclass(eq=False)
 class Batch:
     """One training batch.
 

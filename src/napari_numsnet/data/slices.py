@@ -6,7 +6,11 @@ remaining slices for validation. Three ways to choose the training slices:
 - ``initial_seq`` (Initial,Seq): consecutive slices from the first slice;
 - ``mid_seq`` (Mid,Seq): consecutive slices from the middle slice;
 - ``mid_rand`` (Mid,Rand, the paper's best): slices drawn at random around the middle,
-  kept in ascending order.
+  kept in ascending order;
+- ``spread``: one slice near the centre of each of ``n`` equal parts of the stack (or of
+  the extent that holds the body), so that the top and the bottom are annotated too.
+  Mid,Rand only ever annotates the middle half, and the classes that live near the ends
+  (lungs above an abdominal CT, apex and base of the heart) are never shown to the model.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import numpy as np
 from napari_numsnet.config import SamplingConfig
 from napari_numsnet.errors import NumsnetError
 
-STRATEGIES = ("initial_seq", "mid_seq", "mid_rand")
+STRATEGIES = ("initial_seq", "mid_seq", "mid_rand", "spread")
 
 
 @dataclass(frozen=True, eq=False)
@@ -49,10 +53,43 @@ def n_train_slices(n_slices: int, fraction: float) -> int:
     return max(1, _round_half_up(fraction * n_slices))
 
 
+def spread_indices(start: int, stop: int, n: int) -> np.ndarray:
+    """``n`` distinct slices in ``[start, stop)``, one at the centre of each of ``n`` equal parts.
+
+    Parameters
+    ----------
+    start, stop
+        The extent to cover (slice indices, ``stop`` excluded).
+    n
+        Number of slices, at most ``stop - start``.
+
+    Returns
+    -------
+    np.ndarray
+        ``(n,)`` int64, strictly ascending.
+    """
+    width = stop - start
+    n = min(n, width)
+    centres = start + (np.arange(n) + 0.5) * width / n
+    return np.unique(np.clip(np.floor(centres).astype(np.int64), start, stop - 1))
+
+
+def _gap_centres(train: np.ndarray, rest: np.ndarray, n: int) -> np.ndarray:
+    """``n`` of the ``rest`` slices farthest from the training slices, spread out."""
+    distance = np.min(np.abs(rest[:, None] - train[None, :]), axis=1)
+    far = rest[distance == distance.max()] if n == 1 else rest[distance >= np.median(distance)]
+    if far.size < n:
+        far = rest
+    pick = spread_indices(0, far.size, n)
+    return np.sort(far[pick])
+
+
 def _train_indices(
     n_slices: int, n_train: int, strategy: str, rng: np.random.Generator
 ) -> np.ndarray:
     middle = n_slices // 2
+    if strategy == "spread":
+        return spread_indices(0, n_slices, n_train)
     if strategy == "initial_seq":
         return np.arange(n_train)
     if strategy == "mid_seq":
@@ -65,7 +102,11 @@ def _train_indices(
     return np.sort(chosen)
 
 
-def select_slices(n_slices: int, config: SamplingConfig | None = None) -> SliceSplit:
+def select_slices(
+    n_slices: int,
+    config: SamplingConfig | None = None,
+    extent: tuple[int, int] | None = None,
+) -> SliceSplit:
     """Choose the slices to annotate for training and validation.
 
     Parameters
@@ -75,6 +116,10 @@ def select_slices(n_slices: int, config: SamplingConfig | None = None) -> SliceS
     config
         Strategy, fractions and seed; ``None`` means the defaults (``mid_rand``, 10%,
         1% of the rest, seed 0).
+    extent
+        ``(first, stop)``: the slices that hold the body or the foreground, which
+        ``spread`` covers (default: the whole stack). The number of slices is still
+        ``fraction`` of the whole stack.
 
     Returns
     -------
@@ -112,10 +157,20 @@ def select_slices(n_slices: int, config: SamplingConfig | None = None) -> SliceS
         )
     rng = np.random.default_rng(config.seed)
     n_train = n_train_slices(n_slices, config.fraction)
-    train = np.asarray(_train_indices(n_slices, n_train, config.strategy, rng), dtype=np.int64)
+    if config.strategy == "spread":
+        first, stop = extent if extent is not None else (0, n_slices)
+        first, stop = max(0, int(first)), min(n_slices, int(stop))
+        if stop - first < n_train:
+            first, stop = 0, n_slices
+        train = spread_indices(first, stop, n_train)
+    else:
+        train = np.asarray(_train_indices(n_slices, n_train, config.strategy, rng), dtype=np.int64)
     rest = np.setdiff1d(np.arange(n_slices, dtype=np.int64), train)
     n_val = min(rest.size, max(1, _round_half_up(config.val_fraction * rest.size)))
-    val = np.sort(rng.choice(rest, size=n_val, replace=False)) if n_val else rest[:0]
+    if config.strategy == "spread" and n_val:
+        val = _gap_centres(train, rest, n_val)
+    else:
+        val = np.sort(rng.choice(rest, size=n_val, replace=False)) if n_val else rest[:0]
     return SliceSplit(train=train, val=val.astype(np.int64))
 
 

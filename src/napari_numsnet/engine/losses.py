@@ -246,11 +246,37 @@ def ce_loss(
         return _masked_mean(values, keep)
 
 
-_LOSSES: dict[str, LossFn] = {"bdl": bdl_loss, "dice": dice_loss, "ce": ce_loss}
+def dice_ce_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    exclusive: bool,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Dice + cross-entropy (nnU-Net's default): ``dice + ce``.
+
+    Parameters
+    ----------
+    logits, labels, exclusive, mask
+        As in :func:`dice_loss`.
+
+    Returns
+    -------
+    torch.Tensor
+        Scalar float32.
+    """
+    return dice_loss(logits, labels, exclusive, mask) + ce_loss(logits, labels, exclusive, mask)
+
+
+_LOSSES: dict[str, LossFn] = {
+    "bdl": bdl_loss,
+    "dice": dice_loss,
+    "ce": ce_loss,
+    "dice_ce": dice_ce_loss,
+}
 
 
 def get_loss(name: str) -> LossFn:
-    """Return the loss called ``name``: ``bdl``, ``dice`` or ``ce``.
+    """Return the loss called ``name``: ``bdl``, ``dice``, ``ce`` or ``dice_ce``.
 
     The returned callable has the signature ``(logits, labels, exclusive, mask=None)``.
     """

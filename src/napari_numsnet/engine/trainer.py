@@ -1,9 +1,11 @@
-"""``fit()``: few-shot training in plain PyTorch, as in the NUMSnet paper.
+"""``fit()``: few-shot training in plain PyTorch.
 
-Adam, the paper's augmentation on tensors (so it runs on the GPU too), ordered
-batches for the NUMSnet family, mixed precision on CUDA, a seed for reproducibility,
-a progress callback, and a stop flag honoured within one step. No Qt, no napari: the
-widgets run it in a worker thread.
+A short loop over a batch source chosen by the model's kind (shuffled slices, runs of
+consecutive slices for the NUMSnet family, 3D sub-volumes), a step budget with warm-up
+and a decaying learning rate, augmentation on tensors (so it runs on the GPU too), the
+best weights by validation Dice kept, an optional plateau stop, mixed precision on CUDA,
+a seed for reproducibility, a progress callback, periodic checkpoints and a stop flag
+honoured within one step. No Qt, no napari: the widgets run it in a worker thread.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import copy
 import math
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,22 +23,28 @@ import numpy as np
 import torch
 from torch import nn
 
-from napari_numsnet.config import PredictConfig, TrainConfig
-from napari_numsnet.data.augment import random_affine
-from napari_numsnet.data.dataset import TrainingStack, count_batches, iter_batches
+from napari_numsnet.config import TrainConfig
+from napari_numsnet.data.augment import random_affine, random_intensity
+from napari_numsnet.data.dataset import StackSample, TrainingStack
 from napari_numsnet.engine import distributed
+from napari_numsnet.engine.batches import Batch, BatchSource, annotated_count, make_source
 from napari_numsnet.engine.device import amp_dtype, describe_device, seed_everything, select_device
 from napari_numsnet.engine.events import ProgressCallback, TrainEvent, TrainState
 from napari_numsnet.engine.losses import get_loss, supervised_loss
-from napari_numsnet.engine.metrics import SegmentationMetrics, num_label_values
-from napari_numsnet.engine.predict import predict_stack, probabilities_to_labels
-from napari_numsnet.engine.volumetric import (
-    VolumeSample,
-    count_subvolume_batches,
-    iter_subvolumes,
-    window_depth,
+from napari_numsnet.engine.schedule import (
+    learning_rate_factor,
+    make_optimizer,
+    set_learning_rate,
 )
+from napari_numsnet.engine.semisupervised import consistency_loss
+from napari_numsnet.engine.validation import (
+    evaluate_stacks,
+    foreground_score,
+    label_names,
+)
+from napari_numsnet.engine.volumetric import window_depth
 from napari_numsnet.errors import NumsnetError
+from napari_numsnet.models.base import ModelKind
 
 
 @dataclass
@@ -62,104 +70,172 @@ class TrainResult:
     optimizer_state: dict[str, Any] = field(default_factory=dict)
 
 
-def label_names(names: Sequence[str] | None, num_classes: int, exclusive: bool) -> list[str]:
-    """One name per label value, background first (``K`` names, see ``num_label_values``)."""
-    k = num_label_values(num_classes, exclusive)
-    given = list(names or [])
-    return [
-        given[v] if v < len(given) else ("background" if v == 0 else f"class {v}")
-        for v in range(k)
-    ]
+TrainingData = StackSample | TrainingStack
+
+#: ``on_checkpoint(result, which)``: ``which`` is ``"last"`` or ``"best"``. ``result.model``
+#: is the live model: save it at once and do not change it.
+CheckpointCallback = Callable[[TrainResult, str], None]
 
 
-def check_training_data(stacks: Sequence[TrainingStack], batch_size: int) -> int:
-    """Count the annotated slices, refusing too few for one batch."""
-    n = sum(len(s) for s in stacks)
-    if n == 0:
-        raise NumsnetError(
-            "There is no annotated slice to train on.",
-            "Paint at least one slice (or mark an empty slice as done) before training.",
-        )
-    if n < batch_size:
-        raise NumsnetError(
-            f"Only {n} annotated slice(s) but the batch size is {batch_size}.",
-            f"Annotate at least {batch_size - n} more slice(s) "
-            f"or set the batch size to {n} or less.",
-        )
-    return n
+@dataclass
+class _Run:
+    """What one call of :func:`fit` tracks besides the weights."""
+
+    total: int
+    steps_per_epoch: int
+    eval_every: int
+    best_score: float = -math.inf
+    best_state: dict[str, torch.Tensor] | None = None
+    best_step: int = 0
+    stale: int = 0
+    best_unsaved: bool = False
+    last_saved: float = field(default_factory=time.perf_counter)
 
 
-def evaluate_stacks(
-    model: nn.Module,
-    stacks: Sequence[TrainingStack],
-    names: Sequence[str],
-    device: torch.device,
-) -> dict[str, float]:
-    """Dice per class of ``model`` on preprocessed, labelled ``stacks`` (validation).
+def evaluation_interval(config: TrainConfig, steps_per_epoch: int, total: int) -> int:
+    """Steps between two validations: ``val_every``, else an epoch but at most 25 in a run."""
+    if config.val_every > 0:
+        return config.val_every
+    return max(steps_per_epoch, math.ceil(total / 25))
 
-    ``names`` has one entry per label value, background first; classes absent from
-    both prediction and reference are left out.
+
+@dataclass
+class StepSetup:
+    """What every optimiser step of a run shares."""
+
+    loss_fn: Callable[..., torch.Tensor]
+    optimizer: torch.optim.Optimizer
+    config: TrainConfig
+    device: torch.device
+    generator: torch.Generator
+    exclusive: bool
+    dtype: torch.dtype | None = None
+    scaler: torch.amp.GradScaler | None = None
+
+
+def train_step(
+    model: nn.Module, batch: Batch, setup: StepSetup, unsupervised_weight: float = 0.0
+) -> float:
+    """One optimiser step on ``batch``; returns the loss.
+
+    2D batches are augmented on the device: the paper's affine (one transform for a run
+    of consecutive slices, one per slice otherwise), then nnU-Net's intensity changes.
+    The loss counts only the pixels of ``batch.mask``; with ``unsupervised_weight`` and
+    unannotated slices in the batch, FixMatch's consistency term is added.
     """
-    cfg = model.config
-    metrics = SegmentationMetrics(num_label_values(cfg.num_classes, cfg.exclusive), names)
-    for stack in stacks:
-        prob = predict_stack(model, stack.images, PredictConfig(batch_size=8), device=device)
-        predicted = probabilities_to_labels(prob, cfg.exclusive)
-        if isinstance(stack, VolumeSample):  # whole stack predicted, scored where annotated
-            metrics.update(predicted[stack.annotated], stack.labels[stack.annotated])
-        else:
-            metrics.update(predicted, stack.labels)
-    if distributed.active():  # every process scored its own shard: add up the counts
-        for counts in ("tp", "fp", "fn"):
-            summed = distributed.all_reduce(getattr(metrics, counts), "sum")
-            setattr(metrics, counts, summed.astype(np.int64))
-    return {
-        name: values["dice"]
-        for name, values in metrics.summary().items()
-        if not np.isnan(values["dice"])
-    }
+    config, device, generator = setup.config, setup.device, setup.generator
+    images = batch.images.to(device, non_blocking=True)
+    labels = batch.labels.to(device, non_blocking=True)
+    mask = None if batch.mask is None else batch.mask.to(device, non_blocking=True)
+    if config.augment and not batch.volumetric:  # 3D sub-volumes are not augmented
+        images, labels = random_affine(images, labels, generator, same_for_batch=batch.ordered)
+        if config.intensity_augment:
+            images = random_intensity(images, generator, same_for_batch=batch.ordered)
+    dtype, scaler, optimizer = setup.dtype, setup.scaler, setup.optimizer
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+    with autocast:
+        out = model(images, None)
+        loss = supervised_loss(setup.loss_fn, out, labels, setup.exclusive, mask)
+        if unsupervised_weight > 0 and batch.unlabelled is not None:
+            unlabelled = batch.unlabelled.to(device, non_blocking=True)
+            term, _ = consistency_loss(model, unlabelled, generator, config.confidence)
+            loss = loss + unsupervised_weight * term
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        raise NumsnetError(
+            f"The training loss became {value}.",
+            "Lower the learning rate, or check the image for extreme values.",
+        )
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+    return value
+
+
+def _source_for(
+    net: nn.Module, stacks: Sequence[TrainingData], config: TrainConfig
+) -> BatchSource:
+    kind = net.kind
+    depth = 16
+    if kind is ModelKind.VOLUME:
+        depth = window_depth(net, max(len(s.images) for s in stacks))
+    unlabelled = 0
+    if config.semi_supervised > 0:
+        if kind is not ModelKind.SLICE or not net.config.exclusive:
+            raise NumsnetError(
+                f"The semi-supervised term is for slice models with exclusive classes; "
+                f"{net.config.name} is a {kind.value} model"
+                + ("" if net.config.exclusive else " with independent classes")
+                + ".",
+                "Set semi_supervised to 0 for this model.",
+            )
+        unlabelled = config.batch_size
+    return make_source(kind, stacks, config.batch_size, depth, unlabelled)
 
 
 def fit(
     model: nn.Module,
-    train_stacks: Sequence[TrainingStack],
+    train_stacks: Sequence[TrainingData],
     config: TrainConfig,
-    val_stacks: Sequence[TrainingStack] = (),
+    val_stacks: Sequence[TrainingData] = (),
     class_names: Sequence[str] | None = None,
     callback: ProgressCallback | None = None,
     stop_event: threading.Event | None = None,
     optimizer_state: dict[str, Any] | None = None,
     record: dict[str, Any] | None = None,
+    on_checkpoint: CheckpointCallback | None = None,
 ) -> TrainResult:
     """Train ``model`` on the annotated slices of ``train_stacks``.
 
     Parameters
     ----------
     model
-        A registry model (``model.config`` and ``model.sequential`` set).
+        A registry model; its ``kind`` chooses the batch source.
     train_stacks
-        Annotated slices per stack, preprocessed, in ascending slice order. Only these
-        slices enter the loss. For a volumetric (3D) model, whole stacks as
-        :class:`~napari_numsnet.engine.volumetric.VolumeSample` with their annotated slices.
+        Whole preprocessed stacks with their annotated slices
+        (:class:`~napari_numsnet.data.dataset.StackSample`), or the annotated slices
+        alone (:class:`~napari_numsnet.data.dataset.TrainingStack`). Only annotated slices
+        enter the loss; the NUMSnet family also sees their unannotated neighbours.
     config
-        Epochs (run by this call), batch size, learning rate, loss, augmentation, device.
+        Step budget (``steps``, else ``epochs``), batch size (clamped to the data),
+        optimiser, schedule, loss, augmentation, validation cadence, device.
     val_stacks
-        Validation slices; their Dice per class is reported after each epoch.
+        Validation slices; their Dice per class is reported at every validation and, with
+        ``keep_best``, the best weights are the ones returned.
     class_names
         One name per label value (background first for exclusive classes).
     callback
-        Called with a :class:`TrainEvent` at the start, after every step and epoch,
-        and at the end.
+        Called with a :class:`TrainEvent` at the start, after every step and every
+        validation (``"epoch"``), and at the end.
     stop_event
         When set, training stops before the next step (within one step).
     optimizer_state, record
         From a checkpoint, to continue training where it stopped.
+    on_checkpoint
+        Called with the current state and ``"last"`` or ``"best"`` at most every
+        ``config.checkpoint_seconds`` seconds (rank 0 only under torchrun).
 
     Returns
     -------
     TrainResult
+        The returned model holds the best validated weights when ``keep_best`` is on and
+        there were validation slices, else the last ones.
     """
-    n_slices = check_training_data(train_stacks, config.batch_size)
+    if annotated_count(train_stacks) == 0:
+        raise NumsnetError(
+            "There is no annotated slice to train on.",
+            "Paint at least one slice (or mark an empty slice as done) before training.",
+        )
+    if config.steps < 0 or config.epochs < 0 or (config.steps == 0 and config.epochs == 0):
+        raise NumsnetError(
+            f"Nothing to train: steps={config.steps}, epochs={config.epochs}.",
+            "Give a positive number of steps (or epochs).",
+        )
     cfg = model.config
     names = label_names(class_names, cfg.num_classes, cfg.exclusive)
     device = select_device(config.device)
@@ -169,53 +245,110 @@ def fit(
     net = model.to(device)
     # Under torchrun: DistributedDataParallel; ``net`` stays the plain model.
     model = distributed.wrap(net, device) if distributed.active() else net
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    source = _source_for(net, train_stacks, config)
+    optimizer = make_optimizer(model.parameters(), config)
     if optimizer_state:
         optimizer.load_state_dict(optimizer_state)
-        for group in optimizer.param_groups:
-            group["lr"] = config.learning_rate
-    loss_fn = get_loss(config.loss)
     dtype = amp_dtype(device) if config.amp else None
-    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
-    ordered = bool(getattr(net, "sequential", False))
+    setup = StepSetup(
+        get_loss(config.loss),
+        optimizer,
+        config,
+        device,
+        generator,
+        cfg.exclusive,
+        dtype,
+        torch.amp.GradScaler("cuda") if dtype == torch.float16 else None,
+    )
 
     record = copy.deepcopy(record or {})  # never touch the caller's (a checkpoint's) record
     record.setdefault("epochs", [])
     record.update(
         device=describe_device(device),
         model=cfg.name,
-        train_slices=n_slices,
-        val_slices=sum(len(s.images) for s in val_stacks),
+        train_slices=annotated_count(train_stacks),
+        val_slices=annotated_count(val_stacks),
+        batch_size=source.batch_size,
         class_names=names,
     )
-    first_epoch = int(record.get("epochs_done", 0)) + 1
-    volumetric = bool(getattr(net, "volumetric", False))
-    if volumetric:
-        depth = window_depth(net, max(len(s.images) for s in train_stacks))
-        steps_per_epoch = count_subvolume_batches(train_stacks, config.batch_size)
-    else:
-        steps_per_epoch = count_batches(train_stacks, config.batch_size, ordered)
+    steps_per_epoch = source.steps_per_epoch()
     if distributed.active():  # every process must take the same number of steps
         steps_per_epoch = int(distributed.all_reduce(steps_per_epoch, "min"))
-    total = steps_per_epoch * config.epochs
+    total = config.steps if config.steps > 0 else steps_per_epoch * config.epochs
+    run = _Run(total, steps_per_epoch, evaluation_interval(config, steps_per_epoch, total))
+    record["budget"] = {"steps": total, "steps_per_epoch": steps_per_epoch}
     emit = callback or (lambda event: None)
     stop = stop_event or threading.Event()
     emit(TrainEvent("start", 0, 0, total, message=f"training on {record['device']}"))
 
     state, step = TrainState.DONE, 0
-    run_start = time.perf_counter()
-    try:
-        for epoch in range(first_epoch, first_epoch + config.epochs):
-            model.train()
-            losses: list[float] = []
-            seen, epoch_start = 0, time.perf_counter()
-            carry = None
-            batches = (
-                iter_subvolumes(train_stacks, depth, config.batch_size, generator)
-                if volumetric
-                else iter_batches(train_stacks, config.batch_size, ordered, generator)
+    epoch = int(record.get("epochs_done", 0))
+    losses: list[float] = []
+    seen, window_start, run_start = 0, time.perf_counter(), time.perf_counter()
+
+    def validate(complete: bool) -> bool:
+        """Validate, record the round, keep the best weights; ``True`` means stop early."""
+        nonlocal epoch, losses, seen, window_start
+        epoch += 1
+        elapsed = time.perf_counter() - window_start
+        evaluate = val_stacks or distributed.active()  # a collective: all take part
+        val_dice = evaluate_stacks(net, val_stacks, names, device) if evaluate else {}
+        score = foreground_score(val_dice, names, cfg.exclusive)
+        entry = {
+            "epoch": epoch,
+            "step": int(record.get("steps_done", 0)) + step,
+            "loss": float(distributed.all_reduce(np.mean(losses), "mean")),
+            "val_dice": val_dice,
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": elapsed,
+            "slices_per_second": seen / max(elapsed, 1e-9),
+            "complete": complete,
+        }
+        record["epochs"].append(entry)
+        record["epochs_done"] = epoch
+        improved = math.isfinite(score) and score > run.best_score
+        if improved:
+            run.best_score, run.best_step, run.stale = score, step, 0
+            if config.keep_best:
+                run.best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+                run.best_unsaved = True
+        elif math.isfinite(score):
+            run.stale += 1
+        emit(
+            TrainEvent(
+                "epoch",
+                epoch,
+                step,
+                total,
+                loss=entry["loss"],
+                val_dice=val_dice,
+                slices_per_second=entry["slices_per_second"],
+                state=state,
             )
-            for index, batch in enumerate(batches):
+        )
+        losses, seen, window_start = [], 0, time.perf_counter()
+        return config.patience > 0 and run.stale >= config.patience
+
+    def save_checkpoint(force: bool = False) -> None:
+        if on_checkpoint is None or rank != 0:
+            return
+        if not force and time.perf_counter() - run.last_saved < config.checkpoint_seconds:
+            return
+        snapshot = TrainResult(net, TrainState.TRAINING, copy.deepcopy(record), {})
+        snapshot.optimizer_state = optimizer.state_dict()
+        on_checkpoint(snapshot, "last")
+        if run.best_unsaved and run.best_state is not None:
+            best = copy.deepcopy(net).cpu()
+            best.load_state_dict(run.best_state)
+            on_checkpoint(TrainResult(best, TrainState.TRAINING, copy.deepcopy(record)), "best")
+            run.best_unsaved = False
+        run.last_saved = time.perf_counter()
+
+    try:
+        finished = False
+        while not finished:
+            model.train()
+            for index, batch in enumerate(source.epoch(generator)):
                 if index == steps_per_epoch:  # shards of unequal size: stop together
                     break
                 stopping = stop.is_set()
@@ -223,96 +356,52 @@ def fit(
                     stopping = bool(distributed.all_reduce(float(stopping), "sum") > 0)
                 if stopping:
                     state = TrainState.STOPPED
+                    finished = True
                     break
                 step_start = time.perf_counter()
-                images = batch.images.to(device, non_blocking=True)
-                labels = batch.labels.to(device, non_blocking=True)
-                mask = getattr(batch, "mask", None)
-                mask = None if mask is None else mask.to(device, non_blocking=True)
-                if config.augment and not volumetric:  # 3D sub-volumes are not augmented
-                    images, labels = random_affine(
-                        images, labels, generator, same_for_batch=ordered
-                    )
-                # The carry is only meaningful when consecutive batches share one geometry.
-                use_carry = ordered and batch.continues and not config.augment
-                autocast = (
-                    torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+                set_learning_rate(
+                    optimizer, config.learning_rate * learning_rate_factor(step, total, config)
                 )
-                with autocast:
-                    out = model(images, carry if use_carry else None)
-                    loss = supervised_loss(loss_fn, out, labels, cfg.exclusive, mask)
-                if not math.isfinite(float(loss.detach())):
-                    raise NumsnetError(
-                        f"The training loss became {float(loss.detach())} at epoch {epoch}.",
-                        "Lower the learning rate, or check the image for extreme values.",
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    loss.backward()
-                    optimizer.step()
-                carry = (
-                    None if out.carry is None else {k: v.detach() for k, v in out.carry.items()}
-                )
+                weight = config.semi_supervised if step >= total // 5 else 0.0
+                losses.append(train_step(model, batch, setup, weight))
                 step += 1
-                seen += len(images) * (images.shape[2] if volumetric else 1)  # slices
-                losses.append(float(loss.detach()))
+                slices = batch.annotated_slices if batch.volumetric else len(batch.images)
+                seen += slices
                 emit(
                     TrainEvent(
                         "step",
-                        epoch,
+                        epoch + 1,
                         step,
                         total,
                         loss=losses[-1],
-                        slices_per_second=len(images)
-                        / max(time.perf_counter() - step_start, 1e-9),
+                        slices_per_second=slices / max(time.perf_counter() - step_start, 1e-9),
                     )
                 )
-            if state is TrainState.STOPPED and not losses:
-                break
-            elapsed = time.perf_counter() - epoch_start
-            evaluate = val_stacks or distributed.active()  # a collective: all take part
-            val_dice = evaluate_stacks(net, val_stacks, names, device) if evaluate else {}
-            entry = {
-                "epoch": epoch,
-                "loss": float(distributed.all_reduce(np.mean(losses), "mean")),
-                "val_dice": val_dice,
-                "seconds": elapsed,
-                "slices_per_second": seen / max(elapsed, 1e-9),
-                "complete": state is not TrainState.STOPPED,
-            }
-            record["epochs"].append(entry)
-            record["epochs_done"] = epoch
-            emit(
-                TrainEvent(
-                    "epoch",
-                    epoch,
-                    step,
-                    total,
-                    loss=entry["loss"],
-                    val_dice=val_dice,
-                    slices_per_second=entry["slices_per_second"],
-                    state=state,
-                )
-            )
-            if state is TrainState.STOPPED:
-                break
-
+                if step % run.eval_every == 0 or step == total:
+                    if validate(complete=True):
+                        finished = True
+                    model.train()
+                    save_checkpoint()
+                if step == total:
+                    finished = True
+                if finished:
+                    break
+        if state is TrainState.STOPPED and losses:
+            validate(complete=False)
     except RuntimeError as exc:
         if distributed.active() and distributed.is_peer_failure(exc):
             raise distributed.failed_peer(exc) from exc
         raise
 
+    record["steps_done"] = int(record.get("steps_done", 0)) + step
     record["seconds"] = float(record.get("seconds", 0.0)) + time.perf_counter() - run_start
     record["state"] = state.value
+    if run.best_state is not None:
+        net.load_state_dict(run.best_state)
+        record["best"] = {"step": run.best_step, "val_dice_mean": run.best_score}
     model = net.cpu().eval()
     message = "stopped by the user" if state is TrainState.STOPPED else "done"
-    emit(
-        TrainEvent(
-            "end", int(record.get("epochs_done", 0)), step, total, state=state, message=message
-        )
-    )
+    if run.stale and config.patience and run.stale >= config.patience:
+        message = f"stopped early: no better validation Dice in {config.patience} validations"
+    emit(TrainEvent("end", epoch, step, total, state=state, message=message))
     return TrainResult(model, state, record, optimizer.state_dict())

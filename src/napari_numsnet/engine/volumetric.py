@@ -17,33 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from napari_numsnet.data.dataset import StackSample
 from napari_numsnet.errors import NumsnetError
 
-
-@dataclass(eq=False)
-class VolumeSample:
-    """A whole preprocessed stack with the slices that count.
-
-    Attributes
-    ----------
-    images
-        ``(Z, S, S)`` float32 preprocessed slices.
-    labels
-        ``(Z, S, S)`` int64; read only on annotated slices.
-    annotated
-        ``(Z,)`` bool, the slices that enter the loss (or the score, for validation).
-    name
-        For messages.
-    """
-
-    images: np.ndarray
-    labels: np.ndarray
-    annotated: np.ndarray
-    name: str = "stack"
-
-    def __len__(self) -> int:
-        """Number of annotated slices."""
-        return int(np.count_nonzero(self.annotated))
+#: A whole stack with its annotated slices (the name 3D code has always used).
+VolumeSample = StackSample
 
 
 @dataclass(eq=False)

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
+from napari_numsnet.models.base import ModelKind
 from napari_numsnet.models.blocks import Carry, SegmentationOutput, conv3x3
 
 
@@ -91,6 +92,7 @@ class DRSegUNet(nn.Module):
     """
 
     required_multiple = 16
+    kind = ModelKind.SLICE
     sequential = False
 
     def __init__(

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import Tensor, nn
 
+from napari_numsnet.models.base import ModelKind
 from napari_numsnet.models.blocks import Carry, SegmentationOutput
 
 
@@ -57,6 +58,7 @@ class MSDSUNet3d(nn.Module):
         Pooling factor of the stack axis at each of the four poolings.
     """
 
+    kind = ModelKind.VOLUME
     sequential = False
     volumetric = True
     required_multiple = 16

@@ -25,6 +25,7 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
+from napari_numsnet.models.base import ModelKind
 from napari_numsnet.models.blocks import (
     Carry,
     DecoderBlock,
@@ -99,6 +100,7 @@ class NestedUNet(nn.Module):
         if missing:
             raise ValueError(f"fused nodes {sorted(missing)} are not decoder nodes.")
         self.sequential = bool(self.fused_nodes)
+        self.kind = ModelKind.SEQUENCE if self.fused_nodes else ModelKind.SLICE
 
         f = self.widths
         self.encoders = nn.ModuleList(

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from napari_numsnet.models.base import ModelKind
 from napari_numsnet.models.blocks import Carry, SegmentationOutput
 
 
@@ -169,6 +170,7 @@ class RAIUNet(nn.Module):
     """
 
     required_multiple = 16
+    kind = ModelKind.SLICE
     sequential = False
 
     def __init__(

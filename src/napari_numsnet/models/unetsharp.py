@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from napari_numsnet.models.base import ModelKind
 from napari_numsnet.models.blocks import Carry, SegmentationOutput, conv3x3
 
 DEPTH = 5
@@ -104,6 +105,7 @@ class UNetSharp(nn.Module):
     """
 
     required_multiple = 2 ** (DEPTH - 1)
+    kind = ModelKind.SLICE
     sequential = False
 
     def __init__(

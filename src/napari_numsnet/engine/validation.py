@@ -1,0 +1,69 @@
+"""Validation during training: Dice per class of the held-out annotated slices."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from napari_numsnet.config import PredictConfig
+from napari_numsnet.data.dataset import StackSample, TrainingStack
+from napari_numsnet.engine import distributed
+from napari_numsnet.engine.metrics import SegmentationMetrics, num_label_values
+from napari_numsnet.engine.predict import predict_stack, probabilities_to_labels
+from napari_numsnet.models.base import ModelKind
+
+
+def label_names(names: Sequence[str] | None, num_classes: int, exclusive: bool) -> list[str]:
+    """One name per label value, background first (``K`` names, see ``num_label_values``)."""
+    k = num_label_values(num_classes, exclusive)
+    given = list(names or [])
+    return [
+        given[v] if v < len(given) else ("background" if v == 0 else f"class {v}")
+        for v in range(k)
+    ]
+
+
+def foreground_score(val_dice: dict[str, float], names: Sequence[str], exclusive: bool) -> float:
+    """Mean validation Dice over the classes, the background left out; NaN if none."""
+    skip = {names[0]} if exclusive and names else set()
+    values = [v for k, v in val_dice.items() if k not in skip]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def evaluate_stacks(
+    model: nn.Module,
+    stacks: Sequence[StackSample | TrainingStack],
+    names: Sequence[str],
+    device: torch.device,
+) -> dict[str, float]:
+    """Dice per class of ``model`` on preprocessed, labelled ``stacks`` (validation).
+
+    ``names`` has one entry per label value, background first; classes absent from
+    both prediction and reference are left out. Sequence and 3D models predict each
+    whole stack in order, as at inference, and are scored on its annotated slices.
+    """
+    cfg = model.config
+    metrics = SegmentationMetrics(num_label_values(cfg.num_classes, cfg.exclusive), names)
+    for stack in stacks:
+        images, labels = stack.images, stack.labels
+        if isinstance(stack, StackSample) and model.kind is ModelKind.SLICE:
+            # Slices are independent: predict only the ones that are scored.
+            images, labels = images[stack.annotated], labels[stack.annotated]
+        prob = predict_stack(model, images, PredictConfig(batch_size=8), device=device)
+        predicted = probabilities_to_labels(prob, cfg.exclusive)
+        if isinstance(stack, StackSample) and model.kind is not ModelKind.SLICE:
+            # The whole stack is predicted in order (context), scored where annotated.
+            predicted, labels = predicted[stack.annotated], labels[stack.annotated]
+        metrics.update(predicted, labels)
+    if distributed.active():  # every process scored its own shard: add up the counts
+        for counts in ("tp", "fp", "fn"):
+            summed = distributed.all_reduce(getattr(metrics, counts), "sum")
+            setattr(metrics, counts, summed.astype(np.int64))
+    return {
+        name: values["dice"]
+        for name, values in metrics.summary().items()
+        if not np.isnan(values["dice"])
+    }
