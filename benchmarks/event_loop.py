@@ -1,0 +1,124 @@
+"""How long the viewer's event loop waits while the panel trains, with the live plot on.
+
+A 10 ms ``QTimer`` runs in the viewer's main thread while the NUMSnet panel trains on the
+planned slices of the sample CT (reference labels copied in, as an annotator would paint
+them). The gap between two timer ticks is how long the event loop was busy elsewhere: a
+gap of 100 ms is a visible stall of the brush or the slider. The same training is run
+with the plot shown and with it hidden, to see what the plot costs in gaps and speed.
+
+Run under a display (``xvfb-run -a python3 benchmarks/event_loop.py``); one line per run
+goes to ``benchmarks/results/event_loop.jsonl``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results" / "event_loop.jsonl"
+
+
+def measure(seconds: float, plot_shown: bool, threads: int | None) -> dict[str, Any]:
+    """Train for ``seconds`` in the panel and return the timer gaps and the speed."""
+    import napari
+    from qtpy.QtCore import QEventLoop, QTimer
+    from qtpy.QtWidgets import QApplication
+
+    from napari_numsnet import pipeline
+    from napari_numsnet._napari.main_widget import NumsnetWidget
+    from napari_numsnet.engine.events import TrainState
+
+    viewer = napari.Viewer(show=True)
+    viewer.open_sample("napari-numsnet", "ct_sample")
+    widget = NumsnetWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="NUMSnet")
+    widget.tabs.setCurrentIndex(1)
+    widget.train_tab.plot.setVisible(plot_shown)
+    a, t = widget.annotation, widget.training
+    reference = pipeline.load_sample().labels
+    a.new_labels_layer(pipeline.load_sample().classes)
+    for z in a.planned:
+        a.labels.data[z] = reference[z]
+        a.mark(int(z))
+    t.settings.training = t.settings.training.replace(epochs=10_000, device="cpu")
+    if threads is not None and hasattr(t.settings.training, "threads"):
+        t.settings.training = t.settings.training.replace(threads=threads)
+    app = QApplication.instance()
+    ticks: list[float] = []
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    speeds: list[float] = []
+    events: list[tuple[float, str]] = []
+
+    def on_event(event: Any) -> None:
+        events.append((time.perf_counter(), event.kind))
+        if event.kind == "epoch" and event.slices_per_second:
+            speeds.append(event.slices_per_second)
+
+    t.progress.connect(on_event)
+    timer.start()
+    t.start()
+    began = time.perf_counter()
+    loop = QEventLoop()  # the real event loop, as in napari.run()
+    QTimer.singleShot(int(seconds * 1000), loop.quit)
+    loop.exec()
+    t.stop()
+    while t.state is TrainState.TRAINING:
+        app.processEvents()
+        time.sleep(0.005)
+    timer.stop()
+    redraws = widget.train_tab.plot.redraws
+    viewer.close()
+    # The first second holds the model's set-up in the main thread: counted apart.
+    steady = [b - a for a, b in itertools.pairwise(ticks) if a - began > 1.0]
+    gaps_ms = [1000 * g for g in steady]
+    # What the main thread handled just after each long gap (an event, or nothing).
+    long_gaps = [(a, b) for a, b in itertools.pairwise(ticks) if a - began > 1.0 and b - a > 0.1]
+    after = [next((k for when, k in events if a <= when <= b + 0.02), "-") for a, b in long_gaps]
+    return {
+        "plot_shown": plot_shown,
+        "seconds": seconds,
+        "ticks": len(ticks),
+        "max_gap_ms": round(max(gaps_ms), 1) if gaps_ms else None,
+        "p99_gap_ms": round(sorted(gaps_ms)[int(0.99 * (len(gaps_ms) - 1))], 1)
+        if gaps_ms
+        else None,
+        "gaps_over_100ms": sum(g > 100 for g in gaps_ms),
+        "median_gap_ms": round(statistics.median(gaps_ms), 1) if gaps_ms else None,
+        "slices_per_second": round(statistics.mean(speeds), 2) if speeds else None,
+        "plot_redraws": redraws,
+        "events_at_long_gaps": after,
+        "load_average_1min": round(os.getloadavg()[0], 2),
+        "model": t.settings.model.name,
+        "state": t.state.value,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=20.0, help="training time per run")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: the policy's)"
+    )
+    parser.add_argument("--no-save", action="store_true", help="print only")
+    args = parser.parse_args(argv)
+    rows = [measure(args.seconds, shown, args.threads) for shown in (True, False)]
+    for row in rows:
+        print(json.dumps(row))
+        if not args.no_save:
+            RESULTS.parent.mkdir(parents=True, exist_ok=True)
+            with RESULTS.open("a") as handle:
+                handle.write(json.dumps(row) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
