@@ -122,10 +122,15 @@ def test_empty_annotation(train, synthetic_volume):
         train(image, labels, annotated=[])
 
 
-def test_fewer_annotated_slices_than_a_batch(train, synthetic_volume, fast_training):
+def test_fewer_annotated_slices_than_a_batch_trains_with_a_smaller_batch(
+    train, synthetic_volume, fast_training
+):
     image, labels = synthetic_volume
-    with expect(["only 2 annotated slice(s)", "batch size is 5"], ["3 more", "batch size"]):
-        train(image, labels, annotated=[2, 6], training=fast_training.replace(batch_size=5))
+    checkpoint = train(
+        image, labels, annotated=[2, 6], training=fast_training.replace(batch_size=5)
+    )
+    assert checkpoint.record["train_slices"] == 2
+    assert checkpoint.record["steps_done"] == 2  # NUMSnet: one run per annotated slice
 
 
 def test_annotated_index_outside_the_stack(train, synthetic_volume):

@@ -28,7 +28,7 @@ from napari_numsnet.config import (
     SamplingConfig,
     TrainConfig,
 )
-from napari_numsnet.data.dataset import TrainingStack, validate_pair
+from napari_numsnet.data.dataset import StackSample, validate_pair
 from napari_numsnet.data.preprocess import Preprocessor, looks_like_hounsfield
 from napari_numsnet.data.slices import SliceSplit, annotated_slices, select_slices
 from napari_numsnet.engine import distributed
@@ -38,7 +38,6 @@ from napari_numsnet.engine.events import ProgressCallback, TrainState
 from napari_numsnet.engine.metrics import SegmentationMetrics
 from napari_numsnet.engine.predict import Prediction, predict_volume
 from napari_numsnet.engine.trainer import fit
-from napari_numsnet.engine.volumetric import VolumeSample
 from napari_numsnet.errors import NumsnetError
 from napari_numsnet.io.atomic import atomic_path
 from napari_numsnet.io.classes import ClassTable, load_class_table
@@ -131,20 +130,6 @@ def plan_slices(n_slices: int, sampling: SamplingConfig = SamplingConfig()) -> S
     return select_slices(n_slices, sampling)
 
 
-def _training_stack(
-    stack: AnnotatedStack, slices: np.ndarray, pre: Preprocessor, images: np.ndarray
-) -> TrainingStack:
-    labels = pre.prepare_labels(np.asarray(stack.labels)[slices].astype(np.int64))
-    return TrainingStack(images[slices], labels, np.asarray(slices), stack.name)
-
-
-def _slices_of(data: TrainingStack | VolumeSample) -> np.ndarray:
-    """The stack's slice indices that the training data holds."""
-    if isinstance(data, VolumeSample):
-        return np.flatnonzero(data.annotated)
-    return data.slice_index
-
-
 def _check_stack_shapes(stack: AnnotatedStack) -> None:
     """Refuse a single image, or labels of another shape than the image."""
     image, labels = np.asarray(stack.image), np.asarray(stack.labels)
@@ -161,30 +146,29 @@ def _check_stack_shapes(stack: AnnotatedStack) -> None:
         )
 
 
-def _volume_sample(
+def _stack_sample(
     stack: AnnotatedStack, slices: np.ndarray, pre: Preprocessor, images: np.ndarray
-) -> VolumeSample:
-    """The whole stack for a 3D model; labels only on ``slices``, which alone count."""
+) -> StackSample:
+    """The whole preprocessed stack; labels only on ``slices``, which alone count."""
     annotated = np.zeros(len(images), dtype=bool)
     annotated[slices] = True
     labels = np.zeros(images.shape, dtype=np.int64)
     labels[slices] = pre.prepare_labels(np.asarray(stack.labels)[slices].astype(np.int64))
-    return VolumeSample(images, labels, annotated, stack.name)
+    return StackSample(images, labels, annotated, stack.name)
 
 
 def build_training_data(
     stacks: Sequence[AnnotatedStack],
     model: ModelConfig,
     preprocess: PreprocessConfig,
-    volumetric: bool = False,
-) -> tuple[list[TrainingStack | VolumeSample], list[TrainingStack | VolumeSample]]:
+) -> tuple[list[StackSample], list[StackSample]]:
     """Preprocess the annotated slices of each stack into training and validation data.
 
     Only the annotated slices are read from ``labels`` (and checked against the number of
-    classes): the other slices may hold anything. For a ``volumetric`` (3D) model each
-    stack is kept whole, with a mask of the slices that count.
+    classes): the other slices may hold anything. Each stack is kept whole, with a mask
+    of the slices that count: the NUMSnet family and 3D models see the unannotated
+    neighbours, and a semi-supervised term may use the unannotated slices' images.
     """
-    make = _volume_sample if volumetric else _training_stack
     train, val = [], []
     for stack in stacks:
         _check_stack_shapes(stack)
@@ -204,9 +188,9 @@ def build_training_data(
             )
         pre = Preprocessor(preprocess)
         images = pre.prepare(stack.image)
-        train.append(make(stack, fit_slices, pre, images))
+        train.append(_stack_sample(stack, fit_slices, pre, images))
         if len(held_out):
-            val.append(make(stack, held_out, pre, images))
+            val.append(_stack_sample(stack, held_out, pre, images))
     return train, val
 
 
@@ -288,8 +272,7 @@ def train(
             f"predicts {values}.",
             "Make the class table and the model's number of classes agree.",
         )
-    volumetric = bool(getattr(net, "volumetric", False))
-    train_data, val_data = build_training_data(stacks, model, preprocess, volumetric)
+    train_data, val_data = build_training_data(stacks, model, preprocess)
     result = fit(
         net,
         train_data,
@@ -302,7 +285,7 @@ def train(
         record=record,
     )
     result.record["annotated"] = {
-        s.name: [int(i) for i in _slices_of(t)] for s, t in zip(stacks, train_data, strict=True)
+        s.name: [int(i) for i in t.slice_index] for s, t in zip(stacks, train_data, strict=True)
     }
     return Checkpoint.from_model(
         result.model,

@@ -108,6 +108,11 @@ class StackSample:
         """Number of annotated slices."""
         return int(np.count_nonzero(self.annotated))
 
+    @property
+    def slice_index(self) -> np.ndarray:
+        """``(N,)`` ascending positions of the annotated slices."""
+        return np.flatnonzero(self.annotated)
+
 
 def as_stack_sample(stack: StackSample | TrainingStack) -> StackSample:
     """``stack`` as a :class:`StackSample`; a TrainingStack's slices all count."""
