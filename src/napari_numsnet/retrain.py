@@ -8,7 +8,6 @@ a CPU, not a full run) and scores the held-out validation slices before and afte
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 from collections.abc import Sequence
@@ -20,13 +19,13 @@ from napari_numsnet import pipeline
 from napari_numsnet.config import TrainConfig
 from napari_numsnet.engine.checkpoint import Checkpoint
 from napari_numsnet.engine.device import select_device
-from napari_numsnet.engine.events import ProgressCallback, TrainEvent, TrainState
+from napari_numsnet.engine.events import ProgressCallback, TrainEvent
 from napari_numsnet.engine.validation import evaluate_stacks, label_names
 from napari_numsnet.errors import NumsnetError
 
 #: Steps of one retrain after an accepted slice, chosen on the loop benchmark
 #: (``benchmarks/loop.py``): enough to take the new slice in, seconds on two CPU cores.
-DEFAULT_BUDGET_STEPS = 30
+DEFAULT_BUDGET_STEPS = 40
 
 
 @dataclass
@@ -68,10 +67,6 @@ class RetrainResult:
         return self._mean(self.dice_after)
 
 
-def _supports_steps() -> bool:
-    return "steps" in {f.name for f in dataclasses.fields(TrainConfig)}
-
-
 def _validation_dice(
     checkpoint: Checkpoint, stacks: Sequence[pipeline.AnnotatedStack]
 ) -> dict[str, float]:
@@ -80,9 +75,7 @@ def _validation_dice(
         return {}
     model = checkpoint.build_model()
     cfg = checkpoint.model_config
-    _, val = pipeline.build_training_data(
-        stacks, cfg, checkpoint.preprocess, bool(getattr(model, "volumetric", False))
-    )
+    _, val = pipeline.build_training_data(stacks, cfg, checkpoint.preprocess)
     device = select_device(checkpoint.train_config.device if checkpoint.train_config else "cpu")
     names = label_names(checkpoint.class_names, cfg.num_classes, cfg.exclusive)
     return evaluate_stacks(model, val, names, device)
@@ -109,7 +102,7 @@ def retrain(
         Optimiser steps to run (at least 1), whatever the number of annotated slices.
     training
         Batch size, learning rate, augmentation, device, seed; ``None`` takes the
-        checkpoint's own training settings. Its epochs are ignored.
+        checkpoint's own training settings. Its epochs and steps are replaced by the budget.
     callback, stop_event
         Progress events and the stop flag, as for :func:`pipeline.train`.
 
@@ -136,30 +129,21 @@ def retrain(
     base = training or checkpoint.train_config or TrainConfig()
     before = _validation_dice(checkpoint, stacks)
     emit = callback or (lambda event: None)
-    stop = stop_event or threading.Event()
-    budget_stop = threading.Event()  # set when the budget is spent (fit without steps)
     steps = 0
 
     def count(event: TrainEvent) -> None:
         nonlocal steps
-        if event.kind == "step":
-            steps += 1
-            if not _supports_steps() and steps >= budget_steps:
-                budget_stop.set()
-        if stop.is_set():
-            budget_stop.set()
+        steps += event.kind == "step"
         emit(event)
 
-    if _supports_steps():
-        config = base.replace(steps=budget_steps)
-    else:  # epochs only: enough epochs to cover the budget, ended by the stop flag
-        config = base.replace(epochs=max(1, budget_steps))
     start = time.perf_counter()
     continued = pipeline.train(
-        stacks, training=config, resume=checkpoint, callback=count, stop_event=budget_stop
+        stacks,
+        training=base.replace(steps=budget_steps),
+        resume=checkpoint,
+        callback=count,
+        stop_event=stop_event,
     )
     seconds = time.perf_counter() - start
-    if not stop.is_set() and steps >= budget_steps:
-        continued.record["state"] = TrainState.DONE.value  # the budget, not the user, ended it
     after = _validation_dice(continued, stacks)
     return RetrainResult(continued, before, after, steps, seconds)
