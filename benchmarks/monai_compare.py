@@ -11,7 +11,12 @@ differences, inherent to MONAI's block: BatchNorm in every node (ours: encoder o
 placed before the activation, and the top-row nodes up-sample without halving the
 channels (``halves=False``), which makes them slightly wider than ours.
 
-    python benchmarks/monai_compare.py --sizes 256 --threads 2
+The three networks are timed in turns in one process (``--reps`` rounds, the order
+rotating, each round ``--iters`` inference batches and ``--train-iters`` training steps of
+each): every round gives a ratio to ours measured under the same load; the table shows
+the median and range of those ratios and the load average before and after.
+
+    python benchmarks/monai_compare.py --sizes 256 --threads 1 --reps 5
 
 Results: ``<out>/monai_compare.jsonl``; skipped, with the reason, when MONAI is absent.
 """
@@ -68,8 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="256")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--iters", type=int, default=2)
-    parser.add_argument("--train-iters", type=int, default=2)
+    parser.add_argument("--iters", type=int, default=2, help="inference batches per round")
+    parser.add_argument("--train-iters", type=int, default=2, help="training steps per round")
+    parser.add_argument("--reps", type=int, default=5, help="timed rounds (median, range)")
     parser.add_argument("--variant", default="fp32")
     args = parser.parse_args(argv)
     if not monai_available():
@@ -84,11 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     factories = {"ours_unetpp": lambda: speed.build("unetpp", "paper")}
     for key, features in MONAI_FEATURES.items():
         factories[key] = lambda f=features: monai_unetpp(f)
+    rows = []
     for size in common.int_list(args.sizes):
-        base = None
+        records, prepared = {}, {}
         for key, factory in factories.items():
             forward, train = speed.count_flops(factory, size)
-            record = {
+            records[key] = {
                 "model": key,
                 "features": list(MONAI_FEATURES.get(key, (32, 64, 128, 256, 512))),
                 "size": size,
@@ -99,35 +106,84 @@ def main(argv: list[str] | None = None) -> int:
                 "flops_forward": forward,
                 "flops_train": train,
             }
-            record.update(
-                speed.measure(
-                    factory,
-                    size,
-                    args.batch,
-                    device,
-                    args.variant,
-                    args.warmup,
-                    args.iters,
-                    args.train_iters,
-                )
-            )
-            base = base or record
-            ratio = record["infer_slices_per_s"] / base["infer_slices_per_s"]
-            record["infer_ratio_to_ours"] = ratio
-            if "train_slices_per_s" in record:
-                record["train_ratio_to_ours"] = (
-                    record["train_slices_per_s"] / base["train_slices_per_s"]
-                )
+            prepared[key] = speed.prepare(factory, size, args.batch, device, args.variant)
+        # Both sides in turns, in one process: the ratios are measured under the same load.
+        timings = speed.measure_interleaved(
+            prepared, args.reps, args.iters, dict.fromkeys(prepared, args.train_iters), args.warmup
+        )
+        base = timings["ours_unetpp"]
+        for key, record in records.items():
+            record.update(timings[key])
+            for phase in ("infer", "train"):
+                if f"{phase}_slices_per_s" in record:
+                    record[f"{phase}_ratio_to_ours"] = (
+                        record[f"{phase}_slices_per_s"] / base[f"{phase}_slices_per_s"]
+                    )
+                    # Ratio of each round's pair, measured back to back: median and range.
+                    pairs = [
+                        a / b
+                        for a, b in zip(
+                            record[f"{phase}_slices_per_s_rounds"],
+                            base[f"{phase}_slices_per_s_rounds"],
+                            strict=True,
+                        )
+                    ]
+                    record[f"{phase}_ratio_rounds"] = pairs
             record["machine"] = info
             common.append_result(args.out / "monai_compare.jsonl", record)
+            rows.append(record)
             print(
-                f"{size}px {key}: {record['params']:,} params, {forward / 1e9:.1f} GFLOP fwd, "
-                f"infer {record['infer_slices_per_s']:.2f} sl/s "
+                f"{size}px {key}: {record['params']:,} params, "
+                f"{record['flops_forward'] / 1e9:.1f} GFLOP fwd, "
+                f"infer {speed._cell(record, 'infer')} sl/s "
                 f"(x{record['infer_ratio_to_ours']:.2f}), "
-                f"train {record.get('train_slices_per_s', float('nan')):.2f} sl/s",
+                f"train {speed._cell(record, 'train', 3)} sl/s "
+                f"(x{record.get('train_ratio_to_ours', float('nan')):.2f}), "
+                f"load {record['load_before']} -> {record['load_after']}",
                 flush=True,
             )
+    print(table(rows))
     return 0
+
+
+def table(records: list[dict]) -> str:
+    """Markdown table: slices/s and ratios to ours as median (range) of the rounds."""
+    header = [
+        "model",
+        "features",
+        "px",
+        "params (M)",
+        "GFLOP/slice fwd",
+        "infer slices/s",
+        "train slices/s",
+        "infer: ours / this",
+        "train: ours / this",
+        "load (1 min) before-after",
+    ]
+    rows = [
+        [
+            r["model"],
+            str(tuple(r["features"])),
+            r["size"],
+            f"{r['params'] / 1e6:.2f}",
+            f"{r['flops_forward'] / 1e9:.1f}",
+            speed._cell(r, "infer"),
+            speed._cell(r, "train", 3),
+            _inverse_cell(r, "infer"),
+            _inverse_cell(r, "train"),
+            f"{r['load_before'][0]:.1f}-{r['load_after'][0]:.1f}" if r["load_before"] else "?",
+        ]
+        for r in records
+    ]
+    return common.markdown_table(header, rows)
+
+
+def _inverse_cell(record: dict, phase: str) -> str:
+    """How many times faster ours ran, per round pair: median (range)."""
+    pairs = record.get(f"{phase}_ratio_rounds")
+    if not pairs:
+        return "n/a"
+    return common.fmt_range(common.median_range([1.0 / p for p in pairs]))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,12 @@ applied one on top of the other (``fp32`` -> ``+cudnn_benchmark`` -> ``+channels
 -> ``+bf16`` -> ``+compile``) so that the before/after of each is visible, and MFU is
 the achieved FLOP/s over the GPU's peak for the variant's precision.
 
-    python benchmarks/speed.py --sizes 256,512 --widths paper --threads 2
+The models of one width, size and variant are timed in turns in one process: ``--reps``
+rounds (the order rotating), each running ``--iters`` inference batches and
+``--train-iters`` training steps of every model; a record holds the median slices/s of
+the rounds, their range and each round's figure, and the load average before and after.
+
+    python benchmarks/speed.py --sizes 256,512 --widths paper --threads 2 --reps 3
 
 Two kinds of rows need more than a registry name:
 
@@ -31,6 +36,7 @@ import gc
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -160,20 +166,27 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def measure(
+@dataclass
+class Prepared:
+    """One model set up for timing: ``infer()`` runs a batch, ``train()`` one step."""
+
+    infer: Callable[[], None]
+    train: Callable[[], None]
+    slices: int
+    device: torch.device
+
+
+def prepare(
     factory: Callable[[], nn.Module],
     size: int,
     batch: int,
     device: torch.device,
     variant: str,
-    warmup: int,
-    iters: int,
-    train_iters: int,
     depth: int = 16,
-) -> dict[str, Any]:
-    """Inference and training slices/s and peak memory of one model, size and variant.
+) -> Prepared:
+    """The model of ``factory`` with the variant's settings, its input and its optimiser.
 
-    A 3D model runs on sub-volumes of ``depth`` slices; its slices/s count every slice.
+    A 3D model runs on sub-volumes of ``depth`` slices; ``slices`` counts every slice.
     """
     torch.manual_seed(0)
     flags = set(CUDA_VARIANTS[: CUDA_VARIANTS.index(variant) + 1]) if variant else {"fp32"}
@@ -192,54 +205,109 @@ def measure(
         else contextlib.nullcontext
     )
     shape = input_shape(model, batch, size, depth)
-    slices = batch * slices_per_sample(model, depth)
     x = torch.rand(shape, device=device).to(memory_format=fmt)
     target = torch.randint(0, NUM_CLASSES, (shape[0], *shape[2:]), device=device)
-    result: dict[str, Any] = {}
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss_fn = nn.CrossEntropyLoss()
 
-    model.eval()
-    _peak_reset(device)
-    with torch.inference_mode():
-        for _ in range(warmup):
-            with autocast():
-                logits_of(step_model(x))
-        _sync(device)
-        start = time.perf_counter()
-        for _ in range(iters):
-            with autocast():
-                logits_of(step_model(x))
-        _sync(device)
-    seconds = time.perf_counter() - start
-    result["infer_slices_per_s"] = slices * iters / seconds
-    result["infer_peak_bytes"] = _peak_bytes(device)
+    def infer() -> None:
+        model.eval()
+        with torch.inference_mode(), autocast():
+            logits_of(step_model(x))
 
-    if train_iters > 0:
+    def train() -> None:
         model.train()
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-        loss_fn = nn.CrossEntropyLoss()
+        with autocast():
+            loss = loss_fn(logits_of(step_model(x)).float(), target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
 
-        def step() -> None:
-            with autocast():
-                loss = loss_fn(logits_of(step_model(x)).float(), target)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+    return Prepared(infer, train, batch * slices_per_sample(model, depth), device)
 
-        _peak_reset(device)
-        for _ in range(warmup):
-            step()
-        _sync(device)
-        start = time.perf_counter()
-        for _ in range(train_iters):
-            step()
-        _sync(device)
-        seconds = time.perf_counter() - start
-        result["train_slices_per_s"] = slices * train_iters / seconds
-        result["train_peak_bytes"] = _peak_bytes(device)
+
+def _timed(fn: Callable[[], None], repeat: int, device: torch.device) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def warm_up(prepared: Prepared, warmup: int, train: bool) -> dict[str, Any]:
+    """Untimed warm-up iterations, which also give the peak memory of each phase."""
+    out: dict[str, Any] = {}
+    _peak_reset(prepared.device)
+    _timed(prepared.infer, max(1, warmup), prepared.device)
+    out["infer_peak_bytes"] = _peak_bytes(prepared.device)
+    if train:
+        _peak_reset(prepared.device)
+        _timed(prepared.train, max(1, warmup), prepared.device)
+        out["train_peak_bytes"] = _peak_bytes(prepared.device)
+    return out
+
+
+def measure_interleaved(
+    models: dict[str, Prepared],
+    reps: int,
+    iters: int,
+    train_iters: dict[str, int],
+    warmup: int = 1,
+) -> dict[str, dict[str, Any]]:
+    """Slices/s of several models timed in turns: ``reps`` rounds, the order rotating.
+
+    Each round times ``iters`` inference batches and ``train_iters[name]`` training steps
+    of every model; each round gives one slices/s figure per model and phase. Returns per
+    model the median as ``infer_slices_per_s`` / ``train_slices_per_s``, their range
+    (``*_range``), every round's figure (``*_rounds``), the peak memory of the warm-up
+    and the load average before and after.
+    """
+    names = list(models)
+    out = {n: warm_up(models[n], warmup, train_iters.get(n, 0) > 0) for n in names}
+    rounds: dict[str, dict[str, list[float]]] = {n: {"infer": [], "train": []} for n in names}
+    load_before = common.load_average()
+    for rep in range(max(1, reps)):
+        shift = rep % len(names)
+        for name in names[shift:] + names[:shift]:
+            m = models[name]
+            seconds = _timed(m.infer, iters, m.device)
+            rounds[name]["infer"].append(m.slices * iters / seconds)
+            if train_iters.get(name, 0) > 0:
+                seconds = _timed(m.train, train_iters[name], m.device)
+                rounds[name]["train"].append(m.slices * train_iters[name] / seconds)
+    load_after = common.load_average()
+    for name in names:
+        for phase, values in rounds[name].items():
+            if not values:
+                continue
+            stats = common.median_range(values)
+            out[name][f"{phase}_slices_per_s"] = stats["median"]
+            out[name][f"{phase}_slices_per_s_range"] = [stats["min"], stats["max"]]
+            out[name][f"{phase}_slices_per_s_rounds"] = stats["values"]
+        out[name].update(rounds=max(1, reps), load_before=load_before, load_after=load_after)
+    return out
+
+
+def measure(
+    factory: Callable[[], nn.Module],
+    size: int,
+    batch: int,
+    device: torch.device,
+    variant: str,
+    warmup: int,
+    iters: int,
+    train_iters: int,
+    depth: int = 16,
+    reps: int = 3,
+) -> dict[str, Any]:
+    """Inference and training slices/s (median of ``reps`` rounds) and peak memory."""
+    prepared = prepare(factory, size, batch, device, variant, depth)
+    result = measure_interleaved({"m": prepared}, reps, iters, {"m": train_iters}, warmup)
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    return result
+    return result["m"]
 
 
 def mfu(record: dict[str, Any], gpu: str | None) -> dict[str, float]:
@@ -264,8 +332,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--widths", default="paper", help="paper, fast, or paper,fast")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--iters", type=int, default=2, help="timed inference iterations")
-    parser.add_argument("--train-iters", type=int, default=2, help="timed training steps")
+    parser.add_argument("--iters", type=int, default=2, help="inference batches per round")
+    parser.add_argument("--train-iters", type=int, default=2, help="training steps per round")
+    parser.add_argument("--reps", type=int, default=3, help="timed rounds (median, range)")
     parser.add_argument("--variants", default=None, help="CUDA: default all, cumulative")
     parser.add_argument("--depth", type=int, default=16, help="3D models: sub-volume slices")
     parser.add_argument("--name", default="speed", help="results file stem")
@@ -285,68 +354,127 @@ def main(argv: list[str] | None = None) -> int:
     )
     info = common.machine(str(device))
     out = args.out / f"{args.name}.jsonl"
+    rows = []
     for widths in common.csv_list(args.widths):
         for size in common.int_list(args.sizes):
-            for name in common.csv_list(args.models):
-                factory = lambda n=name, w=widths: build(n, w)  # noqa: E731
-                forward, train = count_flops(factory, size, args.depth)
-                probe = factory()
-                params = keras_parameter_count(probe)
-                volumetric = bool(getattr(probe, "volumetric", False))
-                # A pruned UNet# trains as the whole network: time its inference only.
-                train_iters = 0 if pruned_level(name) else args.train_iters
-                del probe
-                for variant in variants:
-                    record = {
-                        "model": name,
-                        "widths": widths,
-                        "size": size,
-                        "batch": args.batch,
-                        "device": str(device),
-                        "variant": variant,
-                        "params": params,
-                        "flops_forward": forward,
-                        "flops_train": train,
-                        "warmup": args.warmup,
-                        "iters": args.iters,
-                        "train_iters": train_iters,
-                    }
-                    if volumetric:
-                        record["depth"] = args.depth
-                    if pruned_level(name):
-                        record["prune_level"] = pruned_level(name)
-                    try:
-                        record.update(
-                            measure(
-                                factory,
-                                size,
-                                args.batch,
-                                device,
-                                variant,
-                                args.warmup,
-                                args.iters,
-                                train_iters,
-                                args.depth,
-                            )
-                        )
-                    except Exception as error:  # e.g. torch.compile without a compiler
-                        record["error"] = f"{type(error).__name__}: {error}"[:500]
-                        common.append_result(out, {**record, "machine": info})
-                        print(f"{widths} {size}px {name} {variant}: {record['error']}")
-                        continue
-                    record.update(mfu(record, info.get("gpu")))
-                    record["machine"] = info
-                    common.append_result(out, record)
-                    peak = record.get("train_peak_bytes", record["infer_peak_bytes"])
-                    print(
-                        f"{widths} {size}px {name} {variant}: "
-                        f"{forward / 1e9:.1f} GFLOP/slice fwd, "
-                        f"infer {record['infer_slices_per_s']:.2f} sl/s, "
-                        f"train {record.get('train_slices_per_s', float('nan')):.2f} sl/s, "
-                        f"peak {peak / 2**20:.0f} MiB",
-                        flush=True,
-                    )
+            for variant in variants:
+                rows += _interleaved_group(args, widths, size, variant, device, info, out)
+    print(table(rows))
     return 0
+
+
+def _interleaved_group(
+    args: Any,
+    widths: str,
+    size: int,
+    variant: str,
+    device: torch.device,
+    info: dict[str, Any],
+    out: Path,
+) -> list[dict[str, Any]]:
+    """Every model at one width, size and variant, timed in interleaved rounds."""
+    records: dict[str, dict[str, Any]] = {}
+    prepared: dict[str, Prepared] = {}
+    train_iters: dict[str, int] = {}
+    for name in common.csv_list(args.models):
+        factory = lambda n=name, w=widths: build(n, w)  # noqa: E731
+        forward, train = count_flops(factory, size, args.depth)
+        probe = factory()
+        record = {
+            "model": name,
+            "widths": widths,
+            "size": size,
+            "batch": args.batch,
+            "device": str(device),
+            "variant": variant,
+            "params": keras_parameter_count(probe),
+            "flops_forward": forward,
+            "flops_train": train,
+            "warmup": args.warmup,
+            "iters": args.iters,
+            # A pruned UNet# trains as the whole network: time its inference only.
+            "train_iters": 0 if pruned_level(name) else args.train_iters,
+        }
+        if getattr(probe, "volumetric", False):
+            record["depth"] = args.depth
+        if pruned_level(name):
+            record["prune_level"] = pruned_level(name)
+        del probe
+        try:
+            prepared[name] = prepare(factory, size, args.batch, device, variant, args.depth)
+            warm_up(prepared[name], 1, record["train_iters"] > 0)  # e.g. compile fails here
+        except Exception as error:  # e.g. torch.compile without a compiler
+            record["error"] = f"{type(error).__name__}: {error}"[:500]
+            common.append_result(out, {**record, "machine": info})
+            print(f"{widths} {size}px {name} {variant}: {record['error']}")
+            prepared.pop(name, None)
+            continue
+        records[name] = record
+        train_iters[name] = record["train_iters"]
+    if not prepared:
+        return []
+    timings = measure_interleaved(prepared, args.reps, args.iters, train_iters, args.warmup)
+    rows = []
+    for name, record in records.items():
+        record.update(timings[name])
+        record.update(mfu(record, info.get("gpu")))
+        record["machine"] = info
+        common.append_result(out, record)
+        rows.append(record)
+        peak = record.get("train_peak_bytes", record["infer_peak_bytes"])
+        print(
+            f"{widths} {size}px {name} {variant}: "
+            f"{record['flops_forward'] / 1e9:.1f} GFLOP/slice fwd, "
+            f"infer {_cell(record, 'infer')} sl/s, train {_cell(record, 'train')} sl/s, "
+            f"peak {peak / 2**20:.0f} MiB, load {record['load_before']}",
+            flush=True,
+        )
+    del prepared
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return rows
+
+
+def _cell(record: dict[str, Any], phase: str, digits: int = 2) -> str:
+    """``median (min-max)`` of a phase's slices/s; ``n/a`` when not timed."""
+    if f"{phase}_slices_per_s" not in record:
+        return "n/a"
+    low, high = record[f"{phase}_slices_per_s_range"]
+    d = digits
+    return f"{record[f'{phase}_slices_per_s']:.{d}f} ({low:.{d}f}-{high:.{d}f})"
+
+
+def table(records: list[dict[str, Any]]) -> str:
+    """Markdown table: slices/s as median (range) of the rounds, and the load average."""
+    header = [
+        "model",
+        "widths",
+        "px",
+        "variant",
+        "params (M)",
+        "GFLOP/slice fwd",
+        "infer slices/s",
+        "train slices/s",
+        "peak MiB",
+        "load (1 min) before-after",
+    ]
+    rows = [
+        [
+            common.title(r["model"]),
+            r["widths"],
+            r["size"],
+            r["variant"],
+            f"{r['params'] / 1e6:.2f}",
+            f"{r['flops_forward'] / 1e9:.1f}",
+            _cell(r, "infer"),
+            _cell(r, "train", 3),
+            f"{r.get('train_peak_bytes', r['infer_peak_bytes']) / 2**20:.0f}",
+            f"{r['load_before'][0]:.1f}-{r['load_after'][0]:.1f}" if r["load_before"] else "?",
+        ]
+        for r in records
+    ]
+    return common.markdown_table(header, rows)
 
 
 if __name__ == "__main__":
