@@ -1,10 +1,13 @@
 """Few-shot accuracy on labelled stacks (ACDC by default): every model, several seeds.
 
 Protocol (the plugin's): for each stack of the training pool only the slices chosen by
-Mid,Rand at ``--fraction`` (at least one per stack) are annotated; a model is trained on
-them and evaluated on every slice of every evaluation stack. ``--regime all`` trains on
-every slice of the pool instead (the upper bound). Dice, IoU, precision and recall per
-class are pooled over all evaluation voxels.
+the planner (``--strategy``, default the package's) at ``--fraction`` (at least one per
+stack) are annotated; a model is trained on them and evaluated on every slice of every
+evaluation stack at native resolution. ``--regime all`` trains on every slice of the pool
+instead (the upper bound). Dice, IoU, precision and recall per class are pooled over all
+evaluation voxels; Dice is also given as the mean over volumes (the SSL4MIS convention).
+``--curve-seconds`` scores the evaluation stacks during training (a learning curve against
+steps and wall time; the scoring time is not counted as training time).
 
 Any folder with ``imagesX/`` and ``labelsX/`` (same file names) works::
 
@@ -70,20 +73,42 @@ def load_pool(
 
 
 def annotate(
-    stacks: list[pipeline.AnnotatedStack], regime: str, fraction: float, seed: int
+    stacks: list[pipeline.AnnotatedStack],
+    regime: str,
+    fraction: float,
+    seed: int,
+    strategy: str = SamplingConfig().strategy,
+    validation_every: int = 0,
 ) -> tuple[list[pipeline.AnnotatedStack], int]:
-    """The stacks with the slices a user would annotate: Mid,Rand ``fraction``, or all."""
+    """The stacks with the slices a user would annotate (``strategy`` at ``fraction``), or all.
+
+    ``validation_every`` k > 0 also annotates the planner's validation slice of every k-th
+    stack (held out for choosing the best weights, as the plugin does).
+    """
     out, n = [], 0
-    for stack in stacks:
+    for index, stack in enumerate(stacks):
         z = len(stack.image)
+        val: np.ndarray = np.zeros(0, np.int64)
         if regime == "all":
             chosen = np.arange(z)
         else:
-            split = pipeline.plan_slices(z, SamplingConfig("mid_rand", fraction, seed=seed))
+            split = pipeline.plan_slices(z, SamplingConfig(strategy, fraction, seed=seed))
             chosen = np.asarray(split.train)
+            if validation_every and index % validation_every == 0:
+                val = np.asarray(split.val)
         n += len(chosen)
-        out.append(pipeline.AnnotatedStack(stack.image, stack.labels, chosen, (), stack.name))
+        annotated = np.union1d(chosen, val)
+        out.append(pipeline.AnnotatedStack(stack.image, stack.labels, annotated, val, stack.name))
     return out, n
+
+
+def per_volume_dice(per_stack: list[dict[str, dict[str, float]]], names: list[str]) -> dict:
+    """Mean Dice over volumes per class (a class absent from both sides is left out)."""
+    out = {}
+    for name in names[1:]:
+        values = [s[name]["dice"] for s in per_stack if not np.isnan(s[name]["dice"])]
+        out[name] = float(np.mean(values)) if values else float("nan")
+    return out
 
 
 def evaluate_pool(
@@ -105,6 +130,7 @@ def evaluate_pool(
         model.supervision_mode, model.prune_level = "fast", prune_level
     metrics = SegmentationMetrics(classes.num_values, classes.names)
     seconds, n = 0.0, 0
+    per_stack: list[dict[str, dict[str, float]]] = []
     for stack in stacks:
         start = time.perf_counter()
         pred = predict_volume(
@@ -116,8 +142,14 @@ def evaluate_pool(
         )
         seconds += time.perf_counter() - start
         metrics.update(pred.labels, stack.labels)
+        one = SegmentationMetrics(classes.num_values, classes.names)
+        one.update(pred.labels, stack.labels)
+        per_stack.append(one.summary())
         n += len(stack.image)
-    return metrics.summary(), seconds, n
+    summary = metrics.summary()
+    for name, dice in per_volume_dice(per_stack, list(classes.names)).items():
+        summary[name]["dice_per_volume"] = dice
+    return summary, seconds, n
 
 
 def run_one(
@@ -131,17 +163,59 @@ def run_one(
 ) -> dict[str, Any]:
     """Train ``model`` with ``seed`` under ``regime`` and score it on ``evaluation``."""
     preset = PRESETS[args.preset]
-    annotated, n_train = annotate(pool, regime, args.fraction, seed)
+    annotated, n_train = annotate(
+        pool, regime, args.fraction, seed, args.strategy, args.validation_every
+    )
     model_cfg = pipeline.model_for_preset(model, classes.num_values, preset)
-    training = preset.train.replace(device=args.device, seed=seed, epochs=args.epochs)
-    if args.batch_size:
-        training = training.replace(batch_size=args.batch_size)
+    training = preset.train.replace(device=args.device, seed=seed)
+    if args.epochs:
+        training = training.replace(epochs=args.epochs, steps=0)
+    if args.steps:
+        training = training.replace(steps=args.steps)
+    for key in ("batch_size", "loss", "schedule", "semi_supervised"):
+        if getattr(args, key) is not None:
+            training = training.replace(**{key: getattr(args, key)})
     preprocess = pipeline.default_preprocess(pool[0].image, preset.preprocess)
     if args.size:
         preprocess = preprocess.replace(size=args.size)
+    curve: list[dict[str, Any]] = []
+    scoring = [0.0]
+
+    def score_now(result, which: str) -> None:
+        """Learning curve: score the evaluation stacks with the current weights."""
+        if which != "last":
+            return
+        started = time.perf_counter()
+        from napari_numsnet.engine.checkpoint import Checkpoint
+
+        snapshot = Checkpoint.from_model(
+            result.model, preprocess=preprocess, class_names=list(classes.names)
+        )
+        now, _, _ = evaluate_pool(snapshot, evaluation, classes, args.device)
+        step = int(result.record["epochs"][-1]["step"]) if result.record["epochs"] else 0
+        curve.append(
+            {
+                "step": step,
+                "train_seconds": started - start - scoring[0],
+                "dice": mean_dice(now),
+                "dice_per_volume": mean_dice(now, "dice_per_volume"),
+            }
+        )
+        scoring[0] += time.perf_counter() - started
+        result.model.train()
+
+    if args.curve_seconds:
+        training = training.replace(checkpoint_seconds=args.curve_seconds)
     start = time.perf_counter()
-    checkpoint = pipeline.train(annotated, model_cfg, training, preprocess, classes)
-    train_seconds = time.perf_counter() - start
+    checkpoint = pipeline.train(
+        annotated,
+        model_cfg,
+        training,
+        preprocess,
+        classes,
+        on_checkpoint=score_now if args.curve_seconds else None,
+    )
+    train_seconds = time.perf_counter() - start - scoring[0]
     scores, predict_seconds, n_eval = evaluate_pool(checkpoint, evaluation, classes, args.device)
     pruned = {}
     if args.unetsharp_pruned and model == "unetsharp":  # the same weights, heads X(0,1..4)
@@ -160,7 +234,12 @@ def run_one(
         "widths": list(checkpoint.model_config.widths),
         "size": preprocess.size,
         "epochs": training.epochs,
-        "batch_size": training.batch_size,
+        "steps": checkpoint.record.get("steps_done"),
+        "strategy": args.strategy,
+        "recipe": training.to_dict(),
+        "best": checkpoint.record.get("best"),
+        "curve": curve,
+        "batch_size": checkpoint.record.get("batch_size", training.batch_size),
         "train_stacks": len(pool),
         "train_slices": n_train,
         "eval_stacks": len(evaluation),
@@ -174,6 +253,11 @@ def run_one(
     if pruned:
         record["pruned"] = pruned
     return record
+
+
+def mean_dice(scores: dict[str, dict[str, float]], key: str = "dice") -> float:
+    """Mean of ``key`` over the classes, background left out."""
+    return float(np.nanmean([v[key] for k, v in scores.items() if k != "background"]))
 
 
 def summarize(records: list[dict[str, Any]], class_names: list[str]) -> str:
@@ -237,7 +321,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-stacks", type=int, default=None, help="first N eval stacks")
     parser.add_argument("--fraction", type=float, default=0.10)
     parser.add_argument("--preset", default="fast", choices=sorted(PRESETS))
-    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=0, help="epochs instead of steps")
+    parser.add_argument("--steps", type=int, default=0, help="step budget (0: the preset's)")
+    parser.add_argument("--strategy", default=SamplingConfig().strategy, help="slice planner")
+    parser.add_argument("--loss", default=None, help="override the preset's loss")
+    parser.add_argument("--schedule", default=None, help="override the preset's schedule")
+    parser.add_argument("--semi-supervised", type=float, default=None, help="FixMatch weight")
+    parser.add_argument(
+        "--validation-every",
+        type=int,
+        default=4,
+        help="hold out the planner's validation slice of every k-th stack (0: none)",
+    )
+    parser.add_argument(
+        "--curve-seconds", type=float, default=0, help="score the eval stacks this often"
+    )
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--size", type=int, default=None, help="override the preset's size")
     parser.add_argument("--class-names", default=",".join(ACDC_CLASSES))
@@ -266,12 +364,10 @@ def main(argv: list[str] | None = None) -> int:
             for model in common.csv_list(args.models):
                 record = run_one(model, seed, regime, pool, evaluation, args, classes)
                 common.append_result(result_file, record)
-                dice = np.nanmean(
-                    [v["dice"] for k, v in record["scores"].items() if k != "background"]
-                )
                 print(
-                    f"{regime} seed {seed} {model}: mean Dice {dice:.3f}, "
-                    f"train {record['train_seconds']:.0f} s",
+                    f"{regime} seed {seed} {model}: mean Dice {mean_dice(record['scores']):.3f}"
+                    f" pooled, {mean_dice(record['scores'], 'dice_per_volume'):.3f} per volume,"
+                    f" {record['steps']} steps, train {record['train_seconds']:.0f} s",
                     flush=True,
                 )
     return 0

@@ -169,7 +169,9 @@ def test_demo_prints_dice_per_class_and_writes_the_prediction(sample, tmp_path, 
     labels = read_labels(written, like=sample.volume.meta)
     assert labels.shape == sample.volume.data.shape
     np.testing.assert_allclose(nib.load(written).affine, nib.load(sample.path).affine)
-    assert load_checkpoint(tmp_path / "ct_sample.numsnet.pt").epochs_done == 1
+    checkpoint = load_checkpoint(tmp_path / "ct_sample.numsnet.pt")
+    assert checkpoint.epochs_done == 1
+    assert "annotated (spread, 10%): slices 5, 15, 25" in out
 
 
 def test_missing_checkpoint_exits_2(nifti_pair, tmp_path, capsys):
@@ -246,3 +248,16 @@ def test_train_resume_keeps_the_checkpoint_classes(nifti_pair, tmp_path, capsys)
     assert resumed.epochs_done == 2
     assert resumed.class_names == load_checkpoint(first).class_names
     assert len(resumed.class_names) == 6
+
+
+def test_demo_budget_options_take_effect_or_are_refused(tmp_path, capsys):
+    status, out, err = run(
+        capsys, "demo", "--steps", "3", "--size", "32", "--output", tmp_path, "--quiet", *TINY
+    )
+    assert status == 0, err
+    assert "preset fast: 3 steps" in out
+    assert load_checkpoint(tmp_path / "ct_sample.numsnet.pt").record["steps_done"] == 3
+    status, _, err = run(
+        capsys, "demo", "--steps", "3", "--epochs", "1", "--output", tmp_path, "--quiet", *TINY
+    )
+    assert status == 2 and "--steps or --epochs" in err

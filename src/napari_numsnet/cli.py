@@ -20,16 +20,43 @@ from napari_numsnet.config import (
     PredictConfig,
     SamplingConfig,
     get_preset,
+    step_budget,
 )
 from napari_numsnet.errors import NumsnetError
 
 
-def _progress(total_epochs: int, quiet: bool = False):
-    """A TrainEvent callback: a tqdm bar in a terminal, a line every 10% of epochs otherwise."""
+def _budget(training, annotated: int) -> str:
+    """The run's budget in words: ``450 steps (150 a slice, 400..4000)`` or ``60 epochs``."""
+    if training.steps > 0 and training.steps_per_slice > 0:
+        steps = step_budget(training, annotated, 0)
+        return (
+            f"{steps} steps ({training.steps_per_slice} a slice, "
+            f"{training.min_steps}..{training.steps})"
+        )
+    if training.steps > 0:
+        return f"{training.steps} steps"
+    return f"{training.epochs} epochs"
+
+
+def _with_budget(training, epochs: int | None, steps: int | None):
+    """``--epochs`` (an epoch count) or ``--steps`` (a fixed budget) override the preset's."""
+    if epochs is not None and steps is not None:
+        raise NumsnetError(
+            "Both --epochs and --steps were given.", "Give one budget: --steps or --epochs."
+        )
+    if epochs is not None:
+        return training.replace(epochs=epochs, steps=0, steps_per_slice=0)
+    if steps is not None:
+        return training.replace(steps=steps, steps_per_slice=0)
+    return training
+
+
+def _progress(validations: int = 25, quiet: bool = False):
+    """A TrainEvent callback: a tqdm bar in a terminal, else about ten validation lines."""
     from tqdm import tqdm
 
     bar = None
-    every = max(1, total_epochs // 10)
+    every = max(1, validations // 10)  # fit() validates at most 25 times a run
 
     def callback(event) -> None:
         nonlocal bar
@@ -50,7 +77,7 @@ def _progress(total_epochs: int, quiet: bool = False):
                 )
             elif event.epoch % every == 0 or event.epoch == 1:
                 print(
-                    f"  epoch {event.epoch:>4}  loss {event.loss:.4f}  val Dice {dice:.3f}  "
+                    f"  step {event.step:>5}  loss {event.loss:.4f}  val Dice {dice:.3f}  "
                     f"{event.slices_per_second:.1f} slices/s",
                     flush=True,
                 )
@@ -104,17 +131,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     model_cfg = pipeline.model_for_preset(args.model, classes.num_values, preset)
     if args.widths:
         model_cfg = model_cfg.replace(widths=args.widths)
-    training = preset.train.replace(device=args.device, seed=args.seed)
-    if args.epochs:
-        training = training.replace(epochs=args.epochs)
+    training = _with_budget(
+        preset.train.replace(device=args.device, seed=args.seed), args.epochs, args.steps
+    )
     preprocess = pipeline.default_preprocess(image, preset.preprocess)
     if args.size is not None:
         preprocess = preprocess.replace(size=args.size or None)
     sampling = SamplingConfig(fraction=args.fraction, seed=args.seed)
     split = pipeline.plan_slices(z, sampling)
-    if training.batch_size > len(split.train):
-        # 10% of a 30-slice sample is 3 slices: one ordered batch of all of them.
-        training = training.replace(batch_size=len(split.train))
     print(
         f"annotated ({sampling.strategy}, {sampling.fraction:.0%}): slices "
         f"{', '.join(map(str, split.train))}; validation: {', '.join(map(str, split.val))}"
@@ -125,8 +149,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     size = f"{preprocess.size} px" if preprocess.size else "native size"
     print(
         f"model: {model_cfg.name}, widths {model_cfg.widths or 'paper'}, {n_params:,} parameters;"
-        f" preset {preset.name}: {training.epochs} epochs, batch {training.batch_size}, "
-        f"{size}; device: {describe_device(device)}"
+        f" preset {preset.name}: {_budget(training, len(split.train))}, batch "
+        f"{min(training.batch_size, len(split.train))}, {size}; device: {describe_device(device)}"
     )
     start = time.perf_counter()
     result = pipeline.annotate_train_predict(
@@ -137,7 +161,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         training,
         preprocess,
         sampling,
-        callback=_progress(training.epochs, args.quiet),
+        callback=_progress(quiet=args.quiet),
     )
     elapsed = time.perf_counter() - start
     print(f"\nDice on the {len(result.unseen)} slices it did not train on:")
@@ -243,7 +267,8 @@ def _train(args: argparse.Namespace, context) -> int:
         model_cfg = model_cfg.replace(widths=args.widths)
     device = str(context.device) if context else args.device
     training = preset.train.replace(device=device, seed=args.seed)
-    for key in ("epochs", "batch_size", "learning_rate"):
+    training = _with_budget(training, args.epochs, args.steps)
+    for key in ("batch_size", "learning_rate"):
         if getattr(args, key) is not None:
             training = training.replace(**{key: getattr(args, key)})
     preprocess = pipeline.default_preprocess(volumes[0].data, preset.preprocess)
@@ -270,7 +295,7 @@ def _train(args: argparse.Namespace, context) -> int:
         classes,
         resume=resume,
         transfer_from=transfer,
-        callback=_progress(training.epochs, quiet=not main_process),
+        callback=_progress(quiet=not main_process),
     )
     if main_process:  # one writer: rank 0
         path = save_checkpoint(checkpoint, args.output)
@@ -305,7 +330,7 @@ def _train_cascade(args, stack, inner_cfg, training, preprocess, classes, preset
         preprocess,
         classes,
         region_values=_parse_slices(args.region_values),
-        callback=_progress(training.epochs),
+        callback=_progress(),
     )
     path = save_cascade(cascade, args.output)
     print(f"cascade: {path} (region: {region_cfg.name}, inside: {inner_cfg.name})")
@@ -416,7 +441,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the few-shot loop on the shipped CT sample")
     p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--preset", choices=presets, help="default: paper on a GPU, fast on CPU")
-    p.add_argument("--epochs", type=int)
+    p.add_argument("--epochs", type=int, help="train for this many epochs instead of steps")
+    p.add_argument("--steps", type=int, help="a fixed step budget instead of the preset's")
     p.add_argument("--fraction", type=float, default=0.10, help="slices annotated (0.10)")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
@@ -435,7 +461,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, help="label values incl. background")
     p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--preset", choices=presets, default="paper")
-    p.add_argument("--epochs", type=int)
+    p.add_argument("--epochs", type=int, help="train for this many epochs instead of steps")
+    p.add_argument("--steps", type=int, help="a fixed step budget instead of the preset's")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--learning-rate", type=float)
     p.add_argument("--size", type=int, help="slice side for the network (0 = native)")

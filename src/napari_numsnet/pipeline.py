@@ -37,7 +37,7 @@ from napari_numsnet.engine.device import seed_everything
 from napari_numsnet.engine.events import ProgressCallback, TrainState
 from napari_numsnet.engine.metrics import SegmentationMetrics
 from napari_numsnet.engine.predict import Prediction, predict_volume
-from napari_numsnet.engine.trainer import fit
+from napari_numsnet.engine.trainer import CheckpointCallback, fit
 from napari_numsnet.errors import NumsnetError
 from napari_numsnet.io.atomic import atomic_path
 from napari_numsnet.io.classes import ClassTable, load_class_table
@@ -204,6 +204,7 @@ def train(
     transfer_from: Checkpoint | None = None,
     callback: ProgressCallback | None = None,
     stop_event: threading.Event | None = None,
+    on_checkpoint: CheckpointCallback | None = None,
 ) -> Checkpoint:
     """Train a model on the annotated slices of one or more stacks.
 
@@ -225,8 +226,9 @@ def train(
     transfer_from
         Start from this checkpoint's layers with a new head (the number of classes may
         differ).
-    callback, stop_event
-        Progress events and the stop flag, passed to :func:`~napari_numsnet.engine.fit`.
+    callback, stop_event, on_checkpoint
+        Progress events, the stop flag and the periodic checkpoint hook, passed to
+        :func:`~napari_numsnet.engine.fit`.
 
     Returns
     -------
@@ -283,6 +285,7 @@ def train(
         stop_event=stop_event,
         optimizer_state=optimizer_state,
         record=record,
+        on_checkpoint=on_checkpoint,
     )
     result.record["annotated"] = {
         s.name: [int(i) for i in t.slice_index] for s, t in zip(stacks, train_data, strict=True)

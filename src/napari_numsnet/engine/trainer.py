@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from napari_numsnet.config import TrainConfig
+from napari_numsnet.config import TrainConfig, step_budget
 from napari_numsnet.data.augment import random_affine, random_intensity
 from napari_numsnet.data.dataset import StackSample, TrainingStack
 from napari_numsnet.engine import distributed
@@ -274,7 +274,9 @@ def fit(
     steps_per_epoch = source.steps_per_epoch()
     if distributed.active():  # every process must take the same number of steps
         steps_per_epoch = int(distributed.all_reduce(steps_per_epoch, "min"))
-    total = config.steps if config.steps > 0 else steps_per_epoch * config.epochs
+    total = step_budget(config, annotated_count(train_stacks), steps_per_epoch)
+    if distributed.active():
+        total = int(distributed.all_reduce(total, "min"))
     run = _Run(total, steps_per_epoch, evaluation_interval(config, steps_per_epoch, total))
     record["budget"] = {"steps": total, "steps_per_epoch": steps_per_epoch}
     emit = callback or (lambda event: None)
