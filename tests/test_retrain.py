@@ -125,3 +125,13 @@ def test_loop_benchmark_runs_end_to_end(tmp_path) -> None:
     assert np.allclose(loop.slice_dice(pred, ref, 2), [2 * 8 / (12 + 8), 1.0])
     assert loop_report.slices_to_reach(np.array([0.5, 0.6, 0.8]), 0.7) == pytest.approx(1.5)
     assert np.isnan(loop_report.slices_to_reach(np.array([0.5, 0.6]), 0.7))
+
+
+def test_the_budget_is_exact_whatever_the_preset_says(first_model) -> None:
+    checkpoint, stack = first_model
+    growing = TRAINING.replace(
+        steps=4000, steps_per_slice=150, min_steps=400, schedule="cosine", warmup_steps=20
+    )
+    result = retrain(checkpoint, stack, budget_steps=3, training=growing)
+    assert result.steps == 3
+    assert result.checkpoint.train_config.schedule == "constant"

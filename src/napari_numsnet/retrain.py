@@ -81,6 +81,17 @@ def _validation_dice(
     return evaluate_stacks(model, val, names, device)
 
 
+def _budget(base: TrainConfig, steps: int) -> TrainConfig:
+    """``base`` for exactly ``steps`` steps at its learning rate, as the loop benchmark ran.
+
+    The budget does not grow with the annotation (``steps_per_slice`` off), and a
+    continuation is neither warmed up again nor decayed (constant schedule).
+    """
+    return base.replace(
+        steps=steps, steps_per_slice=0, min_steps=0, warmup_steps=0, schedule="constant"
+    )
+
+
 def retrain(
     checkpoint: Checkpoint,
     stacks: pipeline.AnnotatedStack | Sequence[pipeline.AnnotatedStack],
@@ -139,7 +150,7 @@ def retrain(
     start = time.perf_counter()
     continued = pipeline.train(
         stacks,
-        training=base.replace(steps=budget_steps),
+        training=_budget(base, budget_steps),
         resume=checkpoint,
         callback=count,
         stop_event=stop_event,
