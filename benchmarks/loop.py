@@ -266,7 +266,9 @@ def run_seed(seed: int, stacks, classes, args, result_file: Path) -> None:
         for s in stacks
     ]
     model_cfg = pipeline.model_for_preset(args.model, classes.num_values, preset)
-    training = preset.train.replace(device="cpu", seed=seed, epochs=args.initial_epochs)
+    training = preset.train.replace(  # the initial training counted in epochs, not steps
+        device="cpu", seed=seed, epochs=args.initial_epochs, steps=0, steps_per_slice=0
+    )
     preprocess = pipeline.default_preprocess(stacks[0].image, preset.preprocess)
     cpu0 = time.process_time()
     wall0 = time.perf_counter()
