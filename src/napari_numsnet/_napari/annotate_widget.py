@@ -28,7 +28,12 @@ from .errors import reported
 from .qt_helpers import SliceStrip, highlight, strip_legend
 from .shortcuts import with_shortcut
 
-STRATEGIES = {"Mid,Rand": "mid_rand", "Mid,Seq": "mid_seq", "Initial,Seq": "initial_seq"}
+STRATEGIES = {
+    "Spread": "spread",
+    "Mid,Rand": "mid_rand",
+    "Mid,Seq": "mid_seq",
+    "Initial,Seq": "initial_seq",
+}
 NEW_LAYER, DONE = "New annotation layer", "Done ✓ and next"
 
 
@@ -167,7 +172,7 @@ class AnnotateWidget(QWidget):
             self._show_restored()
         if c.sampling != self._shown_sampling:  # restored or planned: show its settings
             inverse = {v: k for k, v in STRATEGIES.items()}
-            self.strategy.setCurrentText(inverse.get(c.sampling.strategy, "Mid,Rand"))
+            self.strategy.setCurrentText(inverse.get(c.sampling.strategy, "Spread"))
             self.fraction.setValue(c.sampling.fraction * 100.0)
             self.seed.setValue(c.sampling.seed)
             self._shown_sampling = c.sampling
