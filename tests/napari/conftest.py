@@ -21,10 +21,8 @@ NO_NAPARI = (
 #: Why the tests that open a window cannot run here (no display), or ``None``.
 NO_DISPLAY = (
     "no display: run the tests under xvfb-run -a (bash scripts/test.sh installs it)"
-    " or set QT_QPA_PLATFORM=offscreen"
     if sys.platform.startswith("linux")
     and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-    and os.environ.get("QT_QPA_PLATFORM") not in ("offscreen", "minimal")
     else None
 )
 #: Fixtures that open a Qt application or a viewer.

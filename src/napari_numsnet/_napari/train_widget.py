@@ -20,6 +20,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_numsnet.config import DEFAULT_MODEL, PRESETS, ModelConfig
+from napari_numsnet.engine import threads as thread_policy
 from napari_numsnet.engine.device import available_devices, describe_device, select_device
 from napari_numsnet.engine.events import TrainEvent, TrainState
 from napari_numsnet.errors import NumsnetError
@@ -71,6 +72,12 @@ class TrainWidget(QWidget):
             "CHS-Net's cascade: this model segments the region (all annotated classes "
             "together), then the model above segments the classes inside it."
         )
+        self.threads = QSpinBox(minimum=0, maximum=256, specialValueText="auto")
+        self.threads.setToolTip(
+            "CPU threads for training and prediction. auto: the cores other programs leave "
+            "free, less one for the viewer, looked at again between epochs."
+        )
+        thread_policy.apply_threads(reserve=1, window=0.05)  # a core left to the viewer
         self.train_button = QPushButton("Train")
         self.train_button.setToolTip(with_shortcut("Train a new model.", "train"))
         self.continue_button = QPushButton("Continue")
@@ -110,6 +117,7 @@ class TrainWidget(QWidget):
         extra.addRow("Width scale", self.width_scale)
         extra.addRow("Augmentation", self.augment)
         extra.addRow("Cascade: region model", self.cascade)
+        extra.addRow("CPU threads", self.threads)
         self.advanced.setVisible(False)  # collapsed: no frame, no space
         self.advanced_button.toggled.connect(self._show_advanced)
         buttons = QHBoxLayout()
@@ -202,6 +210,7 @@ class TrainWidget(QWidget):
     def _start(self, resume: bool) -> None:
         self.plot.reset(self.controller.annotation.classes, keep_history=resume)
         self.progress_bar.setValue(0)
+        thread_policy.apply_threads(self.threads.value() or None, reserve=1)
         self.controller.start(resume=resume)
 
     def toggle(self) -> None:
