@@ -313,3 +313,26 @@ def test_spread_covers_the_whole_stack_and_its_extent():
     for n in (2, 6, 17, 301):
         split = select_slices(n, SamplingConfig(strategy="spread", val_fraction=0.05))
         assert np.all(np.diff(split.train) > 0) and not set(split.train) & set(split.val)
+
+
+# --- Dice + CE -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("exclusive", [True, False])
+def test_dice_ce_is_dice_plus_ce_with_and_without_a_mask(exclusive):
+    from napari_numsnet.engine.losses import ce_loss, dice_ce_loss, dice_loss
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 4, 16, 16, generator=g, requires_grad=True)
+    labels = torch.randint(0, 4 if exclusive else 5, (3, 16, 16), generator=g)
+    for mask in (None, torch.rand(3, 16, 16, generator=g) > 0.4):
+        value = dice_ce_loss(logits, labels, exclusive, mask)
+        expected = dice_loss(logits, labels, exclusive, mask) + ce_loss(
+            logits, labels, exclusive, mask
+        )
+        assert float(value) == pytest.approx(float(expected), rel=1e-5)
+    if exclusive:  # pixels outside the mask get no gradient
+        mask = torch.zeros(3, 16, 16, dtype=torch.bool)
+        mask[0] = True
+        dice_ce_loss(logits, labels, True, mask).backward()
+        assert logits.grad[1:].abs().max() == 0 and logits.grad[0].abs().max() > 0
