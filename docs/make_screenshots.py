@@ -4,9 +4,10 @@ Run on a desktop, or headless under a virtual screen:
 
     xvfb-run -a -s "-screen 0 1600x1050x24" python docs/make_screenshots.py docs/images
 
-It annotates the planned slices with the sample's reference labels, trains the default
-model (DRSegUNet) with the fast preset on the CPU (well under a minute on two cores),
-predicts, and runs the k-means pseudo-labels, taking one screenshot per step.
+It annotates the planned slices with the sample's reference labels (the cursor over the
+liver, so that the status bar names the class), trains the default model (DRSegUNet) with
+the fast preset on the CPU, taking the Train tab mid-training, predicts, and runs the
+k-means pseudo-labels, taking one screenshot per step.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import imageio.v3 as iio
 import napari
+import numpy as np
 from qtpy.QtWidgets import QApplication
 
 from napari_numsnet import pipeline
@@ -49,6 +51,14 @@ def shot(viewer: napari.Viewer, path: Path) -> None:
     print("wrote", path)
 
 
+def hover(viewer: napari.Viewer, layer, value: int, z: int) -> None:
+    """Put the cursor over a voxel of ``value`` in slice ``z`` and update the status bar."""
+    ys, xs = np.nonzero(np.asarray(layer.data[z]) == value)
+    middle = len(ys) // 2
+    viewer.cursor.position = tuple(layer.data_to_world([z, ys[middle], xs[middle]]))
+    viewer.update_status_from_cursor()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path, help="folder for the PNG files")
@@ -75,7 +85,10 @@ def main() -> None:
     a.labels.opacity = 0.6
     a.go_to(16)
     viewer.layers.selection.active = a.labels
+    widget.annotate_tab.class_list.select(1)
+    widget.autosaver.save_now()  # voxel counts in the class list
     pump(2.0)
+    hover(viewer, a.labels, 1, 16)
     shot(viewer, args.out / "annotate.png")
 
     # Train the default model with the fast preset on the CPU (three training slices,
@@ -85,8 +98,15 @@ def main() -> None:
     train.device.setCurrentText("cpu")
     widget.tabs.setCurrentIndex(1)
     train.train_button.click()
-    wait(lambda: widget.training.state is not TrainState.TRAINING)
+    # Mid-training: a few epochs of validation Dice on the plot.
+    wait(
+        lambda: (
+            widget.training.state is not TrainState.TRAINING
+            or min((len(p) for p in train.plot.dice.values()), default=0) >= 8
+        )
+    )
     shot(viewer, args.out / "train.png")
+    wait(lambda: widget.training.state is not TrainState.TRAINING)
 
     # Predict the whole stack and look at a slice the model never saw.
     widget.tabs.setCurrentIndex(3)
