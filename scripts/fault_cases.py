@@ -24,6 +24,7 @@ import hashlib
 import io
 import os
 import resource
+import signal
 import sys
 import tempfile
 import time
@@ -138,14 +139,26 @@ class Result:
         return not (self.traceback or self.wrong or self.lost)
 
 
-def run_case(item: Case) -> Result:
-    """Run one case in a fresh temporary folder."""
+class CaseTimeout(Exception):
+    """A case ran past its time limit (a hang or an absurd amount of work)."""
+
+
+def _alarm(signum: int, frame: object) -> None:
+    raise CaseTimeout()
+
+
+def run_case(item: Case, limit: int = 60) -> Result:
+    """Run one case in a fresh temporary folder, for at most ``limit`` seconds."""
     with tempfile.TemporaryDirectory(prefix="fault-") as tmp:
         ctx = Ctx(Path(tmp))
         start = time.perf_counter()
         tb = wrong = False
+        previous = signal.signal(signal.SIGALRM, _alarm)
+        signal.alarm(limit)
         try:
             outcome = item.run(ctx)
+        except CaseTimeout:
+            wrong, outcome = True, f"TIMEOUT: still running after {limit} s"
         except NumsnetError as exc:
             outcome = f"refused: {exc}"
         except Wrong as exc:
@@ -153,6 +166,9 @@ def run_case(item: Case) -> Result:
         except Exception:  # a traceback the user would see
             tb = True
             outcome = "TRACEBACK: " + traceback.format_exc().strip().splitlines()[-1]
+        finally:
+            signal.alarm(0)
+            signal.signal(signal.SIGALRM, previous)
         seconds = time.perf_counter() - start
         return Result(item, outcome, tb, wrong, ctx.lost(), seconds)
 
@@ -303,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
         results.append(result)
         flag = "ok " if result.ok else "BAD"
         print(f"{flag} {item.number:>3} {result.seconds:5.1f}s {item.tried}", file=sys.stderr)
+        if not result.ok:
+            print(f"        {result.outcome[:600]} lost={result.lost}", file=sys.stderr)
     text = table(results)
     if args.write is None:
         print(text)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_numsnet import options
 from napari_numsnet.config import (
     DEFAULT_MODEL,
     PRESETS,
@@ -164,7 +165,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         callback=_progress(quiet=args.quiet),
     )
     elapsed = time.perf_counter() - start
-    print(f"\nDice on the {len(result.unseen)} slices it did not train on:")
+    print(
+        f"\nDice on the {len(result.unseen)} slices it never saw "
+        "(neither trained nor validated on):"
+    )
     print(_score_table(result.scores))
     record = result.checkpoint.record
     print(
@@ -249,8 +253,15 @@ def _train(args: argparse.Namespace, context) -> int:
             "--annotated and --val name slices of one stack, but several stacks are given.",
             "Leave them out: every labelled slice of each stack counts as annotated.",
         )
+    options.check_train_options(args)  # before any work: numbers, conflicts, the output
     volumes = [_read_stack(path, args.stack_axis) for path in args.image]
     labels = [read_labels(path, like=v.meta) for path, v in zip(args.labels, volumes, strict=True)]
+    annotated, val = _parse_slices(args.annotated), _parse_slices(args.val)
+    options.check_slices("--annotated", annotated, volumes[0].data.shape[0], args.image[0])
+    options.check_slices("--val", val, volumes[0].data.shape[0], args.image[0])
+    options.check_val_within(annotated, val)
+    for lab, path in zip(labels, args.labels, strict=True):
+        options.check_not_background(lab, annotated, path)
     preset = get_preset(args.preset)
     resume = load_checkpoint(args.resume) if args.resume else None
     transfer = load_checkpoint(args.transfer) if args.transfer else None
@@ -261,8 +272,10 @@ def _train(args: argparse.Namespace, context) -> int:
         classes = ClassTable.from_names(resume.class_names)
     else:
         values = args.num_classes or max(int(lab.max()) for lab in labels) + 1
+        options.check_class_count(values, f"The labels (largest value {values - 1})")
         classes = ClassTable.default(max(values, 2))
-    model_cfg = pipeline.model_for_preset(args.model, classes.num_values, preset)
+    model_name = args.model or DEFAULT_MODEL
+    model_cfg = pipeline.model_for_preset(model_name, classes.num_values, preset)
     if args.widths:
         model_cfg = model_cfg.replace(widths=args.widths)
     device = str(context.device) if context else args.device
@@ -351,7 +364,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     )
     output = Path(args.output)
     files = pipeline.stack_files(inputs)
+    options.check_predict_options(args, files)
     if len(files) == 1 and pipeline.is_stack(output) and not output.is_dir():
+        kept = output.exists() and not args.overwrite
+        if not kept:
+            options.check_output(output, [*files, args.checkpoint])
         results = pipeline.predict_files(
             load_predictor(args.checkpoint),
             files,
@@ -362,7 +379,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
         )
         for src, dst in results:
-            print(f"{src} -> {dst}")
+            print(
+                f"kept existing {dst} (give --overwrite to replace it)"
+                if kept
+                else f"{src} -> {dst}"
+            )
+        print(f"{0 if kept else 1} written, {1 if kept else 0} kept existing")
         return 0
 
     def report(record: dict, finished: int, total: int) -> None:
@@ -393,6 +415,8 @@ def cmd_pseudolabel(args: argparse.Namespace) -> int:
     from napari_numsnet.io.labels import write_labels
     from napari_numsnet.pseudolabel import KMeansConfig, kmeans_pseudolabels
 
+    options.check_number("--k", args.k, 2, "clusters")
+    options.check_output(args.output, [args.image])
     volume = _read_stack(args.image, args.stack_axis)
     result = kmeans_pseudolabels(volume.data, KMeansConfig(k=args.k))
     for note in result.notes:
@@ -416,7 +440,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         classes = load_class_table(args.classes)
     else:
         classes = ClassTable.default(int(max(reference.max(), predicted.max())) + 1)
-    scores = pipeline.evaluate(predicted, reference, classes, _parse_slices(args.slices))
+    slices = _parse_slices(args.slices)
+    options.check_slices("--slices", slices, reference.shape[0], args.reference)
+    scores = pipeline.evaluate(predicted, reference, classes, slices)
     print(_score_table(scores))
     return 0
 
@@ -459,7 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val", help="annotated slices held out for validation")
     p.add_argument("--classes", help="class table JSON (names and colours)")
     p.add_argument("--num-classes", type=int, help="label values incl. background")
-    p.add_argument("--model", default=DEFAULT_MODEL)
+    p.add_argument("--model", help=f"model to train (default {DEFAULT_MODEL})")
     p.add_argument("--preset", choices=presets, default="paper")
     p.add_argument("--epochs", type=int, help="train for this many epochs instead of steps")
     p.add_argument("--steps", type=int, help="a fixed step budget instead of the preset's")
@@ -514,6 +540,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, default=3)
     p.add_argument("--in-channels", type=int, default=1)
     p.set_defaults(func=cmd_models)
+
+    from napari_numsnet.commands import suggest
+
+    suggest.add_parser(sub)
     return parser
 
 

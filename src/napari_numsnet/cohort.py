@@ -34,7 +34,7 @@ import numpy as np
 
 from napari_numsnet.config import PredictConfig
 from napari_numsnet.errors import NumsnetError
-from napari_numsnet.io.atomic import atomic_write_bytes
+from napari_numsnet.io.atomic import atomic_write_bytes, remove_own_temporaries
 
 STATUS_FOLDER = ".numsnet-status"
 MANIFEST_NAME = "manifest.csv"
@@ -139,10 +139,8 @@ def _write_status(job: CohortJob, record: dict[str, Any]) -> None:
 def _remove_stale_temporaries(jobs: Sequence[CohortJob]) -> None:
     """Delete the temporary files a killed worker may have left beside the outputs."""
     folders = {job.output.parent for job in jobs} | {job.status.parent for job in jobs}
-    for folder in folders:
-        for tmp in folder.glob(".*.tmp*"):
-            if tmp.is_file():
-                tmp.unlink(missing_ok=True)
+    for folder in folders:  # only the tool's own temporaries of dead processes
+        remove_own_temporaries(folder)
 
 
 # --------------------------------------------------------------------------- one volume

@@ -204,7 +204,7 @@ def checkpoint_from_dict(data: dict[str, Any], path: str | Path = "checkpoint") 
         )
     try:
         train = data.get("train_config")
-        return Checkpoint(
+        checkpoint = Checkpoint(
             model_config=ModelConfig.from_dict(data["model_config"]),
             preprocess=PreprocessConfig.from_dict(data["preprocess"]),
             train_config=None if train is None else TrainConfig.from_dict(train),
@@ -218,6 +218,19 @@ def checkpoint_from_dict(data: dict[str, Any], path: str | Path = "checkpoint") 
             f"The checkpoint {path} is incomplete ({type(exc).__name__}: {exc}).",
             "The file is damaged: use another checkpoint or retrain.",
         ) from exc
+    bad = [
+        k
+        for k, v in checkpoint.state_dict.items()
+        if isinstance(v, torch.Tensor) and v.is_floating_point() and not torch.isfinite(v).all()
+    ]
+    if bad:
+        raise NumsnetError(
+            f"The checkpoint {path} holds NaN or infinite weights ({len(bad)} tensors, e.g. "
+            f"{bad[0]}): its predictions would be meaningless.",
+            "Training diverged: retrain with a smaller --learning-rate, or use an earlier "
+            "checkpoint.",
+        )
+    return checkpoint
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
