@@ -188,3 +188,28 @@ def test_disagreement_of_a_sequential_model_has_both_directions(tiny_config) -> 
     assert np.allclose(prediction.probabilities, both.probabilities, atol=1e-5)
     assert sorted(suggestion.top()) == [0, 2, 4]
     assert "disagreement" in SCORES
+
+
+def test_cli_prints_the_ranking_as_a_table_and_as_json(trained_squares, tmp_path, capsys) -> None:
+    import json
+
+    from napari_numsnet.cli import main
+    from napari_numsnet.engine.checkpoint import save_checkpoint
+
+    checkpoint, images = trained_squares
+    images = images.copy()
+    images[4][images[4] > 0.6] -= 0.5  # the ambiguous slice
+    image_path, ckpt = tmp_path / "squares.npy", tmp_path / "model.numsnet.pt"
+    np.save(image_path, images)
+    save_checkpoint(checkpoint, ckpt)
+    base = ["suggest", "--checkpoint", str(ckpt), "--image", str(image_path), "--device", "cpu"]
+    assert main([*base, "--annotated", "0,2", "--json", "--top", "2"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["method"] == "entropy/sum" and out["annotated"] == [0, 2]
+    assert out["ranking"][0]["slice"] == 4 and len(out["ranking"]) == 2
+    assert main([*base, "--annotated", "1", "--top", "0"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "1 annotated left out" in lines[0] and lines[1].split() == ["rank", "slice", "score"]
+    assert int(lines[2].split()[1]) == 4 and len(lines[2:]) == 5
+    assert main([*base, "--annotated", "9"]) == 2  # outside the 6 slices
+    assert "--annotated names slice(s) 9" in capsys.readouterr().err
