@@ -6,6 +6,7 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 from napari.layers import Image, Labels
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import QFormLayout, QScrollArea, QTabWidget, QVBoxLayout, QWidget
@@ -118,6 +119,7 @@ class NumsnetWidget(QWidget):
                 "done": reported(self.annotate_tab._done),
                 "next": reported(self.annotation.next_slice),
                 "accept": self.predict_tab._accept,
+                "suggest": self.predict_tab._next_suggested,
                 "train": reported(self.train_tab.toggle),
             },
         )
@@ -144,6 +146,19 @@ class NumsnetWidget(QWidget):
         a.edited.connect(self.autosaver.schedule)
         self.autosaver.saved.connect(self.annotate_tab.show_saved)
         self.viewer.layers.events.removing.connect(self._on_removing)
+        self.prediction.predicted.connect(lambda *_: self._show_suggestion())
+
+    def _show_suggestion(self) -> None:
+        """Tint the strip by the last prediction's correction scores (0..1 of the top)."""
+        suggestion = self.prediction.suggestion
+        if suggestion is None:
+            self.annotate_tab.strip.set_scores({})
+            return
+        scores = suggestion.scores
+        top = float(np.nanmax(scores)) if np.isfinite(scores).any() else 0.0
+        normalised = {z: scores[z] / top for z in suggestion.top()} if top > 0 else {}
+        first = suggestion.top(1)
+        self.annotate_tab.strip.set_scores(normalised, first[0] if first else -1)
 
     @reported
     def _on_image(self, layer: Image | None) -> None:

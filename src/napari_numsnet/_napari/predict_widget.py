@@ -58,6 +58,13 @@ class PredictWidget(QWidget):
                 "After correcting this slice of the prediction, make it ground truth.", "accept"
             )
         )
+        self.suggest_button = QPushButton("Next suggested slice")
+        self.suggest_button.setToolTip(
+            with_shortcut(
+                "Go to the slice whose correction should help most (red in the strip).",
+                "suggest",
+            )
+        )
         self.retrain_button = QPushButton("Retrain (continue with the new annotations)")
         self.status = QLabel()
         self.status.setWordWrap(True)
@@ -65,6 +72,7 @@ class PredictWidget(QWidget):
         self._build()
         self.predict_button.clicked.connect(lambda *_: self._predict())
         self.accept_button.clicked.connect(lambda *_: self._accept())
+        self.suggest_button.clicked.connect(lambda *_: self._next_suggested())
         self.retrain_button.clicked.connect(lambda *_: reported(retrain)())
         self.whole.toggled.connect(self.start.setDisabled)
         self.whole.toggled.connect(self.stop.setDisabled)
@@ -94,7 +102,8 @@ class PredictWidget(QWidget):
         form.addRow("", self.probabilities)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
-        for widget in (self.predict_button, self.accept_button, self.retrain_button):
+        buttons = (self.predict_button, self.suggest_button, self.accept_button)
+        for widget in (*buttons, self.retrain_button):
             layout.addWidget(widget)
         layout.addWidget(self.status)
         layout.addStretch(1)
@@ -110,6 +119,11 @@ class PredictWidget(QWidget):
     def _predict(self) -> None:
         self.write_settings()
         self.controller.start()
+
+    @reported
+    def _next_suggested(self) -> None:
+        z = self.controller.next_suggested()
+        self.status.setText(f"Slice {z} is suggested: correct it, then accept it.")
 
     @reported
     def _accept(self) -> None:
@@ -150,4 +164,5 @@ class PredictWidget(QWidget):
         self.predict_button.setEnabled(not c.running and checkpoint is not None)
         self.predict_button.setText("Predicting…" if c.running else "Predict")
         self.accept_button.setEnabled(c.annotation.labels is not None)
+        self.suggest_button.setEnabled(not c.running and c.suggestion is not None)
         self.retrain_button.setEnabled(checkpoint is not None)

@@ -20,7 +20,9 @@ from psygnal import Signal
 
 from napari_numsnet import pipeline
 from napari_numsnet.config import PredictConfig
+from napari_numsnet.engine.checkpoint import Checkpoint
 from napari_numsnet.engine.predict import Prediction
+from napari_numsnet.engine.suggest import Suggestion, suggest_from_probabilities
 from napari_numsnet.errors import NumsnetError
 from napari_numsnet.io.classes import ClassTable
 
@@ -69,6 +71,8 @@ class PredictController:
         self.run_settings: PredictSettings | None = None
         self.worker: threading.Thread | None = None
         self.running = False
+        self.suggestion: Suggestion | None = None
+        """Slices to correct next, from the last whole-stack prediction (a single model)."""
 
     @property
     def busy(self) -> bool:
@@ -93,12 +97,26 @@ class PredictController:
         self.run_settings = s
         self._set_running(True)
 
+        annotated = sorted(self.annotation.annotated)
+        ranked: list[Suggestion | None] = [None]
+
         def job() -> Prediction:
-            return pipeline.predict(checkpoint, stack, s.config, s.slice_range, s.probabilities)
+            # A whole stack with one model: its probabilities also rank the slices.
+            scored = isinstance(checkpoint, Checkpoint) and s.slice_range is None
+            wanted = s.probabilities or scored
+            result = pipeline.predict(checkpoint, stack, s.config, s.slice_range, wanted)
+            if scored and result.probabilities is not None:
+                exclusive = checkpoint.model_config.exclusive
+                ranked[0] = suggest_from_probabilities(result.probabilities, annotated, exclusive)
+                if not s.probabilities:
+                    result.probabilities = None
+            return result
 
         self.worker = run_in_thread(
             job,
-            lambda result: self._finish(lambda: self._on_returned(result, image, classes, s)),
+            lambda result: self._finish(
+                lambda: self._on_returned(result, image, classes, s, ranked[0])
+            ),
             lambda exc: self._finish(lambda: self._on_error(exc)),
             self.training.deliver,
         )
@@ -118,8 +136,15 @@ class PredictController:
         report(exc)
 
     def _on_returned(
-        self, result: Prediction, image: Image, classes: ClassTable, settings: PredictSettings
+        self,
+        result: Prediction,
+        image: Image,
+        classes: ClassTable,
+        settings: PredictSettings,
+        suggestion: Suggestion | None = None,
     ) -> None:
+        if suggestion is not None or settings.slice_range is None:
+            self.suggestion = suggestion
         start, stop = settings.slice_range or (0, len(result.labels))
         layer = self.prediction_layer(image)
         if layer is None:
@@ -166,6 +191,19 @@ class PredictController:
             if meta.get("role") == "prediction" and meta.get("image") == image.name:
                 return layer
         return None
+
+    def next_suggested(self) -> int:
+        """Go to the highest-ranked slice not annotated yet; returns it."""
+        if self.suggestion is None:
+            raise NumsnetError(
+                "There is no suggestion yet.", "Predict the whole stack with a single model."
+            )
+        done = self.annotation.annotated
+        for z in self.suggestion.top():
+            if z not in done:
+                self.annotation.go_to(z)
+                return z
+        raise NumsnetError("Every suggested slice is annotated.", "Predict again, or retrain.")
 
     def accept(self, z: int | None = None, source: Labels | None = None) -> int:
         """Copy slice ``z`` (default: the current one) of the prediction into the annotations."""

@@ -100,7 +100,9 @@ class SliceStrip(QWidget):
 
     Outlined in blue: planned for training; in orange: planned for validation. Filled
     green: annotated (counts as ground truth); filled grey: painted, not marked done. The
-    current slice has a white bar beneath. Clicking a cell emits ``clicked(z)``.
+    current slice has a white bar beneath. After a prediction, the cells not yet annotated
+    are tinted red by their correction score (:meth:`set_scores`) and the suggested slice
+    has a red bar above. Clicking a cell emits ``clicked(z)``.
     """
 
     clicked = Signal(int)
@@ -111,6 +113,7 @@ class SliceStrip(QWidget):
         "painted": QColor("#7f8c8d"),
         "current": QColor("#ffffff"),
         "empty": QColor("#3a3f4b"),
+        "score": QColor("#e74c3c"),
     }
 
     def __init__(self, parent=None) -> None:
@@ -120,6 +123,8 @@ class SliceStrip(QWidget):
         self.val: set[int] = set()
         self.done: set[int] = set()
         self.painted: set[int] = set()
+        self.scores: dict[int, float] = {}
+        self.suggested = -1
         self.setMinimumHeight(26)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
 
@@ -137,16 +142,31 @@ class SliceStrip(QWidget):
         self.done, self.painted = {int(z) for z in done}, {int(z) for z in painted}
         self.update()
 
+    def set_scores(self, scores: dict[int, float], suggested: int = -1) -> None:
+        """Tint slices by ``scores`` (slice -> score in [0, 1]) and mark ``suggested``."""
+        self.scores = {int(z): float(v) for z, v in scores.items()}
+        self.suggested = int(suggested)
+        self.update()
+
+    def tint(self, z: int, base: QColor) -> QColor:
+        """``base`` blended towards red by slice ``z``'s score."""
+        t = min(max(self.scores.get(z, 0.0), 0.0), 1.0)
+        hot = self.COLORS["score"].getRgb()[:3]
+        return QColor(*(int(a + (b - a) * t) for a, b in zip(base.getRgb()[:3], hot, strict=True)))
+
     def _cell(self, z: int) -> QRectF:
         width = max(self.width() - 2, 1) / max(self.n, 1)
-        return QRectF(1 + z * width, 2, max(width - 1, 1), self.height() - 9)
+        return QRectF(1 + z * width, 4, max(width - 1, 1), self.height() - 11)
 
     def paintEvent(self, event: Any) -> None:
         painter = QPainter(self)
         for z in range(self.n):
             rect = self._cell(z)
             key = "done" if z in self.done else "painted" if z in self.painted else "empty"
-            painter.fillRect(rect, self.COLORS[key])
+            color = self.COLORS[key]
+            painter.fillRect(rect, color if key == "done" else self.tint(z, color))
+            if z == self.suggested and z not in self.done:
+                painter.fillRect(QRectF(rect.left(), 0, rect.width(), 3), self.COLORS["score"])
             if z in self.train or z in self.val:
                 painter.setPen(QPen(self.COLORS["train" if z in self.train else "val"], 2))
                 painter.drawRect(rect.adjusted(1, 1, -1, -1))
@@ -176,11 +196,14 @@ def strip_legend() -> QLabel:
         box(c["done"], "done"),
         box(c["painted"], "painted, not done"),
         box(c["current"], "current"),
+        box(c["score"], "uncertain"),
     ]
     label = QLabel("&nbsp;&nbsp;".join(parts))
     label.setToolTip(
         "Outlined: planned for training (blue) or validation (orange). Filled green: counts "
-        "as ground truth; grey: painted but not marked done. White bar: the current slice."
+        "as ground truth; grey: painted but not marked done. White bar: the current slice. "
+        "After a prediction, red: how much correcting the slice should help (red bar above: the "
+        "suggested slice)."
     )
     return label
 

@@ -13,6 +13,7 @@ SHORTCUTS: dict[str, tuple[str, str]] = {
     "done": ("Shift-D", "Done and next"),
     "next": ("Shift-N", "Next planned slice"),
     "accept": ("Shift-A", "Accept this slice"),
+    "suggest": ("Shift-S", "Next suggested slice"),
     "train": ("Shift-T", "Train / Stop"),
 }
 """``{action: (napari key, what it does)}``."""
