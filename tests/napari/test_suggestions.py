@@ -49,11 +49,11 @@ def test_prediction_ranks_slices_in_the_strip_and_next_suggested_goes_there(
     assert set(strip.scores) == set(ranked) and strip.suggested == ranked[0]
     assert strip.scores[ranked[0]] == pytest.approx(1.0)
     assert all(0.0 <= v <= 1.0 for v in strip.scores.values())
+    assert min(strip.scores.values()) == pytest.approx(0.0)  # the lowest score untinted
     low = min(strip.scores, key=strip.scores.get)
     empty = strip.COLORS["empty"]
     assert strip.tint(ranked[0], empty) == strip.COLORS["score"]
-    if strip.scores[low] < 0.5:
-        assert strip.tint(low, empty) != strip.COLORS["score"]
+    assert strip.tint(low, empty) == empty
 
     # "Next suggested" goes to the top slice; after it is accepted, to the next one.
     assert widget.predict_tab.suggest_button.isEnabled()

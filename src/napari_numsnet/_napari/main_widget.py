@@ -149,14 +149,16 @@ class NumsnetWidget(QWidget):
         self.prediction.predicted.connect(lambda *_: self._show_suggestion())
 
     def _show_suggestion(self) -> None:
-        """Tint the strip by the last prediction's correction scores (0..1 of the top)."""
+        """Tint the strip by the last prediction's correction scores (lowest 0, top 1)."""
         suggestion = self.prediction.suggestion
         if suggestion is None:
             self.annotate_tab.strip.set_scores({})
             return
-        scores = suggestion.scores
-        top = float(np.nanmax(scores)) if np.isfinite(scores).any() else 0.0
-        normalised = {z: scores[z] / top for z in suggestion.top()} if top > 0 else {}
+        ranked = suggestion.top()
+        values = suggestion.scores[ranked] if ranked else np.zeros(0)
+        low, top = (float(values.min()), float(values.max())) if ranked else (0.0, 0.0)
+        span = top - low
+        normalised = {z: (suggestion.scores[z] - low) / span for z in ranked} if span > 0 else {}
         first = suggestion.top(1)
         self.annotate_tab.strip.set_scores(normalised, first[0] if first else -1)
 
