@@ -83,12 +83,14 @@ def main() -> None:
         a.mark(int(z))
     a.labels.refresh()
     a.labels.opacity = 0.6
-    a.go_to(16)
+    # The annotated slice with the most liver.
+    z = max((int(z) for z in a.planned), key=lambda z: int((sample.labels[z] == 1).sum()))
+    a.go_to(z)
     viewer.layers.selection.active = a.labels
     widget.annotate_tab.class_list.select(1)
     widget.autosaver.save_now()  # voxel counts in the class list
     pump(2.0)
-    hover(viewer, a.labels, 1, 16)
+    hover(viewer, a.labels, 1, z)
     shot(viewer, args.out / "annotate.png")
 
     # Train the default model with the fast preset on the CPU (three training slices,

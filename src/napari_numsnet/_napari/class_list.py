@@ -83,7 +83,8 @@ class ClassList(QWidget):
         self.table.setRowCount(classes.num_values - 1)
         for row, value in enumerate(range(1, classes.num_values)):
             swatch = QTableWidgetItem("")
-            swatch.setBackground(QColor(classes.colors[value]))
+            # A decoration, not the cell's background: it stays visible when selected.
+            swatch.setData(Qt.ItemDataRole.DecorationRole, QColor(classes.colors[value]))
             swatch.setFlags(Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable)
             swatch.setToolTip(f"{classes.colors[value]}, label value {value}")
             name = QTableWidgetItem(classes.names[value])

@@ -187,8 +187,9 @@ def strip_legend() -> QLabel:
     c = SliceStrip.COLORS
 
     def box(color: QColor, text: str, filled: bool = True) -> str:
-        style = f"background:{color.name()}" if filled else f"border:2px solid {color.name()}"
-        return f'<span style="{style}">&nbsp;&nbsp;&nbsp;</span>&nbsp;{text}'
+        mark = "&#9632;" if filled else "&#9633;"  # a filled or an outlined square
+        weight = "" if filled else "font-weight:bold;"
+        return f'<span style="color:{color.name()};{weight}">{mark}</span>&nbsp;{text}'
 
     parts = [
         box(c["train"], "train", filled=False),
@@ -198,7 +199,8 @@ def strip_legend() -> QLabel:
         box(c["current"], "current"),
         box(c["score"], "uncertain"),
     ]
-    label = QLabel("&nbsp;&nbsp;".join(parts))
+    label = QLabel(" &nbsp;".join(parts))
+    label.setWordWrap(True)
     label.setToolTip(
         "Outlined: planned for training (blue) or validation (orange). Filled green: counts "
         "as ground truth; grey: painted but not marked done. White bar: the current slice. "

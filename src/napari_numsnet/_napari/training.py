@@ -10,6 +10,7 @@ when it starts (:attr:`TrainController.run_settings`).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import threading
 from dataclasses import dataclass, field
@@ -250,7 +251,8 @@ class TrainController:
             self.start(resume=False)
 
     def _on_progress(self, event: TrainEvent) -> None:  # worker thread
-        self.deliver(lambda: self._on_event(event))
+        with contextlib.suppress(RuntimeError):  # the panel was closed meanwhile
+            self.deliver(lambda: self._on_event(event))
 
     def _on_event(self, event: TrainEvent) -> None:
         self.last_event = event
