@@ -170,6 +170,8 @@ def run_case(item: Case, limit: int = 60) -> Result:
             signal.alarm(0)
             signal.signal(signal.SIGALRM, previous)
         seconds = time.perf_counter() - start
+        for folder in {str(ctx.folder.resolve()), str(ctx.folder)}:
+            outcome = outcome.replace(folder, "<case>")
         return Result(item, outcome, tb, wrong, ctx.lost(), seconds)
 
 

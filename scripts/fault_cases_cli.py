@@ -6,6 +6,7 @@ Registered with :func:`fault_cases.case`; run by ``scripts/fault_cases.py``.
 from __future__ import annotations
 
 import errno
+import os
 from pathlib import Path
 
 import nibabel as nib
@@ -415,3 +416,147 @@ def _(ctx: Ctx) -> str:
     _, labels = stack(ctx)
     rc, text = ctx.cli("evaluate", "--prediction", labels, "--reference", labels, "--slices", "50")
     return refused(rc, text, "50")
+
+
+# --------------------------------------------------------------------------- class 8
+
+
+def _cohort(ctx: Ctx, n: int = 2) -> tuple[Path, list[Path], Path]:
+    image, _ = stack(ctx)
+    images = [image]
+    for i in range(1, n):
+        other = ctx.folder / f"ct{i}.nii.gz"
+        other.write_bytes(image.read_bytes())
+        images.append(other)
+    return checkpoint(ctx), images, ctx.folder / "out"
+
+
+def _run_cohort(ckpt: Path, images: list[Path], out: Path, workers: int = 1):  # type: ignore[no-untyped-def]
+    from napari_numsnet.cohort import predict_cohort
+    from napari_numsnet.config import PredictConfig
+
+    return predict_cohort(ckpt, images, out, PredictConfig(device="cpu"), workers=workers)
+
+
+@case(8, "an output recorded as done is changed afterwards, then the cohort runs again")
+def _(ctx: Ctx) -> str:
+    ckpt, images, out = _cohort(ctx)
+    first = _run_cohort(ckpt, images, out)
+    target = Path(first.records[0]["output"])
+    good = target.read_bytes()
+    target.write_bytes(good[:-10] + b"0123456789")  # same size, other bytes
+    again = _run_cohort(ckpt, images, out)
+    expect(again.skipped == 1 and again.done == 2, f"{again.skipped} skipped")
+    expect(target.read_bytes() == good, "the damaged output was kept")
+    return "the changed output failed its recorded hash and was predicted again; the other skipped"
+
+
+@case(8, "a stack locked by another live run")
+def _(ctx: Ctx) -> str:
+    from napari_numsnet.cohort import plan_cohort
+
+    ckpt, images, out = _cohort(ctx, 1)
+    out.mkdir()
+    job = plan_cohort(images, out)[0]
+    job.status.parent.mkdir(parents=True, exist_ok=True)
+    lock = job.status.with_name(job.status.name + ".lock")
+    lock.write_text(str(os.getppid()))  # a live process
+    summary = _run_cohort(ckpt, images, out)
+    expect(not job.output.exists(), "a locked stack was predicted twice")
+    expect(summary.records[0]["status"] == "pending", "not left pending")
+    return f"left pending: {summary.records[0].get('error')}"
+
+
+@case(8, "a stack lock left by a killed run (dead pid)")
+def _(ctx: Ctx) -> str:
+    from napari_numsnet.cohort import plan_cohort
+
+    ckpt, images, out = _cohort(ctx, 1)
+    out.mkdir()
+    job = plan_cohort(images, out)[0]
+    job.status.parent.mkdir(parents=True, exist_ok=True)
+    job.status.with_name(job.status.name + ".lock").write_text("999999999")
+    summary = _run_cohort(ckpt, images, out)
+    expect(summary.done == 1, "the stale lock blocked the stack")
+    return "the dead run's lock was taken over and the stack predicted"
+
+
+@case(8, "the status folder becomes read-only (status writes fail)")
+def _(ctx: Ctx) -> str:
+    from napari_numsnet.cohort import STATUS_FOLDER
+
+    ckpt, images, out = _cohort(ctx, 1)
+    (out / STATUS_FOLDER).mkdir(parents=True)
+    with fs_fault(out / STATUS_FOLDER, errno.EROFS):
+        summary = _run_cohort(ckpt, images, out)
+    record = summary.records[0]
+    expect(record["status"] == "done" and "status_error" in record, f"{record}")
+    return "the stack was predicted; the failed status write is in its record, nothing escaped"
+
+
+@case(8, "user files in the cohort's output folder, named like temporaries")
+def _(ctx: Ctx) -> str:
+    ckpt, images, out = _cohort(ctx, 1)
+    out.mkdir()
+    for name in (".notes.tmp.txt", ".a.tmp.nii.gz", "notes.txt"):
+        (out / name).write_bytes(b"mine")
+        ctx.protect(out / name)
+    _run_cohort(ckpt, images, out)
+    return "predicted; the user's files kept"
+
+
+@case(8, "kill -9 of the parent while 2 workers predict")
+def _(ctx: Ctx) -> str:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    ckpt, images, out = _cohort(ctx, 6)
+    code = (
+        "import sys; from pathlib import Path\n"
+        "from napari_numsnet.cohort import predict_cohort\n"
+        "from napari_numsnet.config import PredictConfig\n"
+        f"predict_cohort({str(ckpt)!r}, {[str(p) for p in images]!r}, {str(out)!r}, "
+        "PredictConfig(device='cpu'), workers=2)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE)
+
+    def children() -> list[int]:
+        found = []
+        for entry in Path("/proc").iterdir():
+            try:
+                if (
+                    entry.name.isdigit()
+                    and int((entry / "stat").read_text().split(") ")[1].split()[1]) == parent.pid
+                ):
+                    found.append(int(entry.name))
+            except (OSError, IndexError, ValueError):
+                continue
+        return found
+
+    deadline = time.time() + 40
+    status = out / ".numsnet-status"
+    while time.time() < deadline and not (status.is_dir() and any(status.glob("*.json"))):
+        time.sleep(0.2)  # until the workers predict
+    workers = children()
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.time() + 10
+    alive = workers
+    while alive and time.time() < deadline:
+        time.sleep(0.2)
+        alive = [
+            p
+            for p in workers
+            if Path(f"/proc/{p}").exists()
+            and "zombie" not in Path(f"/proc/{p}/status").read_text().lower()
+        ]
+    expect(len(workers) >= 1, "no worker seen")
+    expect(not alive, f"workers {alive} outlived their parent")
+    err = parent.stderr.read().decode() if parent.stderr else ""
+    expect("Traceback" not in err, f"traceback: {err[-300:]}")
+    return (
+        f"{len(workers)} child processes (2 workers, the resource tracker) ended within 10 s "
+        "of the parent, no traceback"
+    )

@@ -35,6 +35,7 @@ import numpy as np
 from napari_numsnet.config import PredictConfig
 from napari_numsnet.errors import NumsnetError
 from napari_numsnet.io.atomic import atomic_write_bytes, remove_own_temporaries
+from napari_numsnet.io.locks import StackLock, exit_with_parent, file_digest, matches_digest
 
 STATUS_FOLDER = ".numsnet-status"
 MANIFEST_NAME = "manifest.csv"
@@ -127,13 +128,19 @@ def read_status(job: CohortJob) -> dict[str, Any] | None:
 
 
 def is_done(job: CohortJob) -> bool:
-    """The output exists and its status record says ``done``."""
+    """The status record says ``done`` and the output still has its recorded size and hash."""
     status = read_status(job)
-    return job.output.is_file() and status is not None and status.get("status") == "done"
+    if status is None or status.get("status") != "done":
+        return False
+    return matches_digest(job.output, status.get("output_file") or {})
 
 
 def _write_status(job: CohortJob, record: dict[str, Any]) -> None:
-    atomic_write_bytes(job.status, json.dumps(record, indent=1).encode("utf-8"))
+    """Write the status record; a failure to write it (disk full) is reported, not raised."""
+    try:
+        atomic_write_bytes(job.status, json.dumps(record, indent=1).encode("utf-8"))
+    except OSError as exc:
+        record["status_error"] = str(exc)
 
 
 def _remove_stale_temporaries(jobs: Sequence[CohortJob]) -> None:
@@ -201,6 +208,7 @@ def predict_job(
         write_probabilities(job.output, result.probabilities)
     return {
         "status": "done",
+        "output_file": file_digest(job.output),
         "slices": int(volume.data.shape[0]),
         "spacing_mm": [float(s) for s in volume.meta.spacing],
         "spacing_known": volume.meta.source_format == "nifti",
@@ -230,14 +238,20 @@ class _Runner:
     def __call__(self, job: CohortJob) -> dict[str, Any]:
         """Run one job; a failing stack is recorded and never stops the cohort."""
         base = {"input": str(job.input), "output": str(job.output), **self.base}
-        base["started"] = _now()
-        _write_status(job, {**base, "status": "running"})
+        lock = StackLock(job.status.with_name(job.status.name + ".lock"))
+        if not lock.acquire():  # another run is predicting this stack right now
+            return {**base, "status": "pending", "error": f"locked by pid {lock.holder()}"}
         try:
-            record = {**base, **predict_job(self.predict, job, self.values, self.stack_axis)}
-        except Exception as exc:
-            record = {**base, "status": "failed", "error": f"{type(exc).__name__}: {exc}"}
-        record["finished"] = _now()
-        _write_status(job, record)
+            base["started"] = _now()
+            _write_status(job, {**base, "status": "running"})
+            try:
+                record = {**base, **predict_job(self.predict, job, self.values, self.stack_axis)}
+            except Exception as exc:
+                record = {**base, "status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+            record["finished"] = _now()
+            _write_status(job, record)
+        finally:
+            lock.release()
         return record
 
 
@@ -254,6 +268,7 @@ def _worker_main(
     conn: Connection,
 ) -> None:
     """Entry point of a worker process: receive jobs on ``conn``, answer with records."""
+    exit_with_parent()  # a worker never outlives a killed parent
     import torch
 
     from napari_numsnet.cascade import load_predictor
@@ -267,12 +282,15 @@ def _worker_main(
     except Exception as exc:
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
         return
-    conn.send(("ready", os.getpid()))
-    while True:
-        job = conn.recv()
-        if job is None:
-            return
-        conn.send(("record", run(job)))
+    try:
+        conn.send(("ready", os.getpid()))
+        while True:
+            job = conn.recv()
+            if job is None:
+                return
+            conn.send(("record", run(job)))
+    except (EOFError, OSError):  # the parent is gone: end quietly
+        return
 
 
 def worker_devices(device: str, workers: int | None) -> list[str]:
