@@ -153,3 +153,13 @@ def test_workers_share_the_choice(monkeypatch):
     threads.apply_threads(4)
     assert threads.worker_threads(2) == 2
     assert threads.worker_threads(8) == 1
+
+
+def test_ranks_share_the_free_cores(monkeypatch):
+    assert choose_threads(None, busy=1.0, cores=8, share=2).threads == 3
+    assert choose_threads(None, busy=0.0, cores=2, share=4).threads == 1
+    load = FakeLoad(monkeypatch, busy=0.0)
+    assert threads.apply_threads(share=2).threads == 2
+    load.busy = 3.0  # the other rank's load (and more): not a reason to change
+    load.advance(10.0)
+    assert threads.revisit() is None

@@ -457,6 +457,25 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Help of ``--threads`` (demo, train, predict).
+THREADS_HELP = (
+    "CPU threads (shared by --workers); 0 = the cores other programs leave free, "
+    "looked at again between epochs (default 0)"
+)
+
+
+def _apply_threads(args: argparse.Namespace) -> None:
+    """The thread policy for the commands that compute (``--threads``); torchrun's local
+    ranks on one machine share the free cores."""
+    if not hasattr(args, "threads"):
+        return
+    import os
+
+    from napari_numsnet.engine.threads import apply_threads
+
+    apply_threads(args.threads, share=int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="numsnet", description="Few-shot segmentation of 3D medical image stacks."
@@ -471,6 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="a fixed step budget instead of the preset's")
     p.add_argument("--fraction", type=float, default=0.10, help="slices annotated (0.10)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=0, help=THREADS_HELP)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", default="numsnet-demo", help="folder for the results")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -505,6 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stack-axis", type=int)
     p.add_argument("--output", required=True, help="checkpoint to write (*.numsnet.pt)")
     p.add_argument("--widths", type=_parse_widths, help=argparse.SUPPRESS)
+    p.add_argument("--threads", type=int, default=0, help=THREADS_HELP)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("predict", help="segment a stack, a folder or a list of stacks")
@@ -519,6 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--device", default="auto")
     p.add_argument("--stack-axis", type=int)
+    p.add_argument("--threads", type=int, default=0, help=THREADS_HELP)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("pseudolabel", help="k-means pseudo-labels of a CT stack")
@@ -551,6 +573,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``numsnet`` command; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
+        _apply_threads(args)
         return int(args.func(args))
     except NumsnetError as exc:
         print(f"numsnet {args.command}: error: {exc}", file=sys.stderr)

@@ -53,6 +53,8 @@ class ThreadChoice:
         Cores left to others on purpose (1 inside napari, for the viewer).
     requested
         The user's fixed count, or ``None`` for the automatic policy.
+    share
+        Processes of ours sharing the free cores (``torchrun``'s local ranks on a CPU).
     """
 
     threads: int
@@ -60,6 +62,7 @@ class ThreadChoice:
     busy: int = 0
     reserve: int = 0
     requested: int | None = None
+    share: int = 1
 
     @property
     def fixed(self) -> bool:
@@ -112,6 +115,7 @@ def choose_threads(
     reserve: int = 0,
     busy: float = 0.0,
     cores: int | None = None,
+    share: int = 1,
 ) -> ThreadChoice:
     """The thread count for ``cores`` cores of which other processes use ``busy``.
 
@@ -125,6 +129,8 @@ def choose_threads(
         Cores other processes use, in cores (e.g. 0.9); rounded with :data:`BUSY_FRACTION`.
     cores
         Cores available to this process; default :func:`usable_cores`.
+    share
+        Processes of ours that share the free cores (``torchrun``'s local ranks on a CPU).
 
     Returns
     -------
@@ -135,8 +141,9 @@ def choose_threads(
     cores = cores or usable_cores()
     reserve = max(0, int(reserve))
     busy_cores = min(cores, max(0, math.floor(max(0.0, busy) + 1.0 - BUSY_FRACTION)))
-    threads = fixed if fixed is not None else max(1, cores - busy_cores - reserve)
-    return ThreadChoice(threads, cores, busy_cores, reserve, fixed)
+    free = max(1, cores - busy_cores - reserve)
+    threads = fixed if fixed is not None else max(1, free // max(1, int(share)))
+    return ThreadChoice(threads, cores, busy_cores, reserve, fixed, max(1, int(share)))
 
 
 # --------------------------------------------------------------------------- load
@@ -205,7 +212,11 @@ _since: CpuSample | None = None
 
 
 def apply_threads(
-    requested: int | None = None, *, reserve: int = 0, window: float = APPLY_WINDOW
+    requested: int | None = None,
+    *,
+    reserve: int = 0,
+    window: float = APPLY_WINDOW,
+    share: int = 1,
 ) -> ThreadChoice:
     """Choose the thread count now, give it to torch and remember the policy.
 
@@ -217,6 +228,8 @@ def apply_threads(
         Cores to leave free: 1 inside napari (the viewer), 0 elsewhere.
     window
         Seconds of load sampling for the automatic policy (none for a fixed count).
+    share
+        Processes of ours sharing the free cores (``torchrun``'s local ranks on a CPU).
 
     Returns
     -------
@@ -226,7 +239,7 @@ def apply_threads(
     global _current, _since
     fixed = check_threads(requested)
     busy = 0.0 if fixed is not None else measure_busy(window)
-    choice = choose_threads(fixed, reserve=reserve, busy=busy)
+    choice = choose_threads(fixed, reserve=reserve, busy=busy, share=share)
     with _lock:
         torch.set_num_threads(choice.threads)
         _current, _since = choice, read_sample()
@@ -238,13 +251,14 @@ def revisit() -> ThreadChoice | None:
 
     Measures over the time since :func:`apply_threads` or the previous call (no waiting),
     and changes torch's count only when the choice differs. Returns ``None`` when nothing
-    changed, when the count is fixed by the user, when no policy was applied, or when
-    less than :data:`MIN_REVISIT_SPAN` seconds have passed (the span then keeps growing).
+    changed, when the count is fixed by the user, when no policy was applied, when the
+    cores are shared with other ranks of ours (``share > 1``), or when less than
+    :data:`MIN_REVISIT_SPAN` seconds have passed (the span then keeps growing).
     """
     global _current, _since
     with _lock:
-        if _current is None or _current.fixed or _since is None:
-            return None
+        if _current is None or _current.fixed or _current.share > 1 or _since is None:
+            return None  # with ranks of ours beside it, their load is not others' load
         now = read_sample()
         if now.wall - _since.wall < MIN_REVISIT_SPAN:
             return None
