@@ -127,7 +127,7 @@ def evaluate_pool(
 
     model = checkpoint.build_model()
     if prune_level is not None:
-        model.supervision_mode, model.prune_level = "fast", prune_level
+        model.set_inference_head(prune_level)
     metrics = SegmentationMetrics(classes.num_values, classes.names)
     seconds, n = 0.0, 0
     per_stack: list[dict[str, dict[str, float]]] = []

@@ -50,6 +50,7 @@ import common
 
 from napari_numsnet.config import PRESETS, ModelConfig
 from napari_numsnet.models import create_model, keras_parameter_count
+from napari_numsnet.models.base import ModelKind
 from napari_numsnet.pipeline import model_for_preset
 
 #: Dense peak FLOP/s of GPUs by name fragment: (fp32 without tensor cores, bf16 tensor).
@@ -90,21 +91,20 @@ def build(name: str, widths: str) -> nn.Module:
     else:
         model = create_model(model_for_preset(registry_name, NUM_CLASSES, PRESETS[widths]))
     if level:
-        model.supervision_mode = "fast"
-        model.prune_level = level
+        model.set_inference_head(level)
     return model
 
 
 def input_shape(model: nn.Module, batch: int, size: int, depth: int) -> tuple[int, ...]:
     """``(batch, 1, S, S)``, or ``(batch, 1, depth, S, S)`` for a 3D model."""
-    if getattr(model, "volumetric", False):
+    if model.kind is ModelKind.VOLUME:
         return (batch, 1, depth, size, size)
     return (batch, 1, size, size)
 
 
 def slices_per_sample(model: nn.Module, depth: int) -> int:
     """Slices in one input sample: ``depth`` for a 3D model, 1 otherwise."""
-    return depth if getattr(model, "volumetric", False) else 1
+    return depth if model.kind is ModelKind.VOLUME else 1
 
 
 def logits_of(output: Any) -> torch.Tensor:
@@ -395,7 +395,7 @@ def _interleaved_group(
             # A pruned UNet# trains as the whole network: time its inference only.
             "train_iters": 0 if pruned_level(name) else args.train_iters,
         }
-        if getattr(probe, "volumetric", False):
+        if probe.kind is ModelKind.VOLUME:
             record["depth"] = args.depth
         if pruned_level(name):
             record["prune_level"] = pruned_level(name)

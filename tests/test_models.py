@@ -9,6 +9,7 @@ import torch
 from napari_numsnet.config import ModelConfig
 from napari_numsnet.errors import NumsnetError
 from napari_numsnet.models import MODELS, create_model, keras_parameter_count
+from napari_numsnet.models.base import ModelKind
 
 # NUMSnet paper, Table I (Keras "Total params"), and the DRSegUNet thesis tables.
 PAPER_COUNTS = {
@@ -49,7 +50,7 @@ def test_registry_covers_every_paper_model():
 
 
 #: Models of 2D slices (the 3D MSDS-UNet has its own tests).
-PLANAR = [name for name in sorted(MODELS) if not getattr(tiny(name), "volumetric", False)]
+PLANAR = [name for name in sorted(MODELS) if tiny(name).kind is not ModelKind.VOLUME]
 
 
 @pytest.mark.parametrize("name", PLANAR)
@@ -93,7 +94,7 @@ def test_name_aliases():
 @pytest.mark.parametrize("chunk", [1, 2, 3, 5])
 def test_chunked_stack_equals_one_pass(name, chunk):
     model = tiny(name).double().eval()
-    assert model.sequential
+    assert model.kind is ModelKind.SEQUENCE
     stack = torch.randn(7, 1, 32, 32, dtype=torch.float64)
     with torch.no_grad():
         whole = model(stack).logits
@@ -141,8 +142,7 @@ def test_deep_supervision_heads_and_modes():
         heads = model(x).heads
         accurate = model(x).logits
         torch.testing.assert_close(accurate, torch.stack(heads).mean(0))
-        model.supervision_mode = "fast"
-        model.pruned_head = (1, 2)
+        model.set_inference_head(1)
         torch.testing.assert_close(model(x).logits, heads[0])
 
 

@@ -50,7 +50,7 @@ def test_fast_mode_prunes_to_one_head_and_computes_fewer_nodes(level):
         full_nodes = model._compute(x, 4)
         expected = model.full_heads[level - 1](full_nodes[(0, level)])
         called.clear()
-        model.supervision_mode, model.prune_level = "fast", level
+        model.set_inference_head(level)
         torch.testing.assert_close(model(x).logits, expected)
     decoder = [n for n in called if not n.endswith("_0")]
     assert len(decoder) == level * (level + 1) // 2  # nodes with i + j <= level, j >= 1

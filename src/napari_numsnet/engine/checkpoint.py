@@ -266,9 +266,9 @@ def transfer_model(checkpoint: Checkpoint, num_classes: int) -> nn.Module:
     reused = {
         k: v
         for k, v in checkpoint.state_dict.items()
-        if not k.startswith(("head.", "side_heads.")) and k in own and own[k].shape == v.shape
+        if not model.is_head_parameter(k) and k in own and own[k].shape == v.shape
     }
-    missing = [k for k in own if k not in reused and not k.startswith(("head.", "side_heads."))]
+    missing = [k for k in own if k not in reused and not model.is_head_parameter(k)]
     if missing:
         raise NumsnetError(
             f"The checkpoint's {checkpoint.model_config.name} does not match the new model "

@@ -17,6 +17,7 @@ from napari_numsnet.config import PredictConfig, PreprocessConfig
 from napari_numsnet.data.preprocess import Preprocessor
 from napari_numsnet.engine.device import amp_dtype, select_device
 from napari_numsnet.errors import NumsnetError
+from napari_numsnet.models.base import ModelKind
 
 
 @dataclass
@@ -86,11 +87,14 @@ def predict_stack(
     if config.batch_size < 1:
         raise NumsnetError(f"batch_size must be >= 1; got {config.batch_size}.", "Use 1 or more.")
     device = device or select_device(config.device)
-    if getattr(model, "volumetric", False):
+    was_training = model.training
+    if model.kind is ModelKind.VOLUME:
         from napari_numsnet.engine.volumetric import predict_volumetric
 
-        return predict_volumetric(model, images, device)
-    was_training = model.training
+        try:
+            return predict_volumetric(model, images, device)
+        finally:
+            model.train(was_training)
     model = model.to(device).eval()
     x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))[:, None]
     directions = {"forward": [False], "backward": [True], "both": [False, True]}
@@ -98,7 +102,7 @@ def predict_stack(
         raise NumsnetError(
             f"Unknown direction {config.direction!r}.", "Use forward, backward or both."
         )
-    if not getattr(model, "sequential", False):
+    if model.kind is not ModelKind.SEQUENCE:
         directions[config.direction] = [False]  # order does not matter: one pass is enough
     total = None
     with torch.inference_mode():

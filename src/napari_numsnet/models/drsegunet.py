@@ -13,7 +13,7 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
-from napari_numsnet.models.base import ModelKind
+from napari_numsnet.models.base import ModelContract, ModelKind, check_input
 from napari_numsnet.models.blocks import Carry, SegmentationOutput, conv3x3
 
 
@@ -77,7 +77,7 @@ class DecoderStage(nn.Module):
         return self.block(torch.cat([self.up(x), skip], dim=1))
 
 
-class DRSegUNet(nn.Module):
+class DRSegUNet(ModelContract, nn.Module):
     """Deep residual segmentation U-Net.
 
     Parameters
@@ -93,7 +93,6 @@ class DRSegUNet(nn.Module):
 
     required_multiple = 16
     kind = ModelKind.SLICE
-    sequential = False
 
     def __init__(
         self, in_channels: int, num_classes: int, widths: Iterable[int] = (16, 32, 64, 128, 256)
@@ -121,11 +120,7 @@ class DRSegUNet(nn.Module):
 
     def forward(self, x: Tensor, carry: Carry | None = None) -> SegmentationOutput:
         """Segment ``x`` ``(B, in_channels, H, W)``, H and W multiples of 16; ``carry`` unused."""
-        if x.shape[-1] % self.required_multiple or x.shape[-2] % self.required_multiple:
-            raise ValueError(
-                f"slice size {tuple(x.shape[-2:])} is not a multiple of {self.required_multiple}; "
-                "pad the slices (the preprocessing does this) before calling the model."
-            )
+        check_input(self, x)
         skips = [self.stem(x)]
         for encoder in self.encoders:
             skips.append(encoder(skips[-1]))

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import Tensor, nn
 
-from napari_numsnet.models.base import ModelKind
+from napari_numsnet.models.base import ModelContract, ModelKind, check_input
 from napari_numsnet.models.blocks import Carry, SegmentationOutput
 
 
@@ -45,7 +45,7 @@ class ResidualBlock3d(nn.Module):
         return self.relu(self.body(x) + self.shortcut(x))
 
 
-class MSDSUNet3d(nn.Module):
+class MSDSUNet3d(ModelContract, nn.Module):
     """3D U-Net with residual blocks and two-pathway deep supervision.
 
     Parameters
@@ -59,9 +59,8 @@ class MSDSUNet3d(nn.Module):
     """
 
     kind = ModelKind.VOLUME
-    sequential = False
-    volumetric = True
     required_multiple = 16
+    head_names = ("local_heads", "global_heads", "global_ups", "fuse")
 
     def __init__(
         self,
@@ -104,13 +103,7 @@ class MSDSUNet3d(nn.Module):
 
     def forward(self, x: Tensor, carry: Carry | None = None) -> SegmentationOutput:
         """Segment sub-volumes ``x`` ``(B, in_channels, D, H, W)``; ``carry`` unused."""
-        d, h, w = x.shape[-3:]
-        if d % self.required_depth or h % self.required_multiple or w % self.required_multiple:
-            raise ValueError(
-                f"sub-volume size {(d, h, w)} must be a multiple of "
-                f"({self.required_depth}, {self.required_multiple}, {self.required_multiple}); "
-                "pad it (the volumetric engine does this) before calling the model."
-            )
+        check_input(self, x)
         skips = []
         for i, encoder in enumerate(self.encoders):
             x = encoder(x if i == 0 else self.pools[i - 1](x))

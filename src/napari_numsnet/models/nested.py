@@ -25,7 +25,7 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
-from napari_numsnet.models.base import ModelKind
+from napari_numsnet.models.base import ModelContract, ModelKind, check_input
 from napari_numsnet.models.blocks import (
     Carry,
     DecoderBlock,
@@ -48,7 +48,7 @@ def node_name(node: Node) -> str:
     return f"x_{node[0]}_{node[1]}"
 
 
-class NestedUNet(nn.Module):
+class NestedUNet(ModelContract, nn.Module):
     """U-Net, UNet++, NUMSnet and NUMS-all, selected by their node sets.
 
     Parameters
@@ -99,7 +99,6 @@ class NestedUNet(nn.Module):
         missing = self.fused_nodes.difference(self.decoder_nodes)
         if missing:
             raise ValueError(f"fused nodes {sorted(missing)} are not decoder nodes.")
-        self.sequential = bool(self.fused_nodes)
         self.kind = ModelKind.SEQUENCE if self.fused_nodes else ModelKind.SLICE
 
         f = self.widths
@@ -139,9 +138,10 @@ class NestedUNet(nn.Module):
                     for n in self.supervised_nodes
                 }
             )
-        #: Deep supervision at inference: "accurate" averages the heads, "fast" keeps one.
-        self.supervision_mode = "accurate"
-        self.pruned_head: Node = (1, 5)
+        self.head_names = ("head", "side_heads")
+        #: Deep supervision at inference: ``None`` averages the heads, k keeps X(1,k+1).
+        self.inference_heads = (1, 2, 3, 4) if self.supervised_nodes else ()
+        self.inference_head = None
 
     def forward(self, x: Tensor, carry: Carry | None = None) -> SegmentationOutput:
         """Segment a batch of slices.
@@ -161,11 +161,7 @@ class NestedUNet(nn.Module):
             Logits ``(B, num_classes, H, W)``, the carry for the next batch, and the
             deep-supervision heads when enabled.
         """
-        if x.shape[-1] % self.required_multiple or x.shape[-2] % self.required_multiple:
-            raise ValueError(
-                f"slice size {tuple(x.shape[-2:])} is not a multiple of {self.required_multiple}; "
-                "pad the slices (the preprocessing does this) before calling the model."
-            )
+        check_input(self, x)
         nodes: dict[Node, Tensor] = {}
         h = x
         for i, encoder in enumerate(self.encoders, start=1):
@@ -194,8 +190,10 @@ class NestedUNet(nn.Module):
             side = [self.side_heads[node_name(n)](nodes[n]) for n in self.supervised_nodes]
             heads = (*side, logits)
             if not self.training:
-                if self.supervision_mode == "fast":
-                    logits = heads[[*self.supervised_nodes, (1, 5)].index(self.pruned_head)]
+                if self.inference_head is not None:
+                    logits = heads[self.inference_head - 1]
                 else:
                     logits = torch.stack(heads).mean(dim=0)
-        return SegmentationOutput(logits, new_carry if self.sequential else None, heads)
+        return SegmentationOutput(
+            logits, new_carry if self.kind is ModelKind.SEQUENCE else None, heads
+        )

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from napari_numsnet.models.base import ModelKind
+from napari_numsnet.models.base import ModelContract, ModelKind, check_input
 from napari_numsnet.models.blocks import Carry, SegmentationOutput
 
 
@@ -157,7 +157,7 @@ class SpectralSpatialAttention(nn.Module):
         return self.out(skip * attention)
 
 
-class RAIUNet(nn.Module):
+class RAIUNet(ModelContract, nn.Module):
     """Residual attention inception U-Net.
 
     Parameters
@@ -171,7 +171,6 @@ class RAIUNet(nn.Module):
 
     required_multiple = 16
     kind = ModelKind.SLICE
-    sequential = False
 
     def __init__(
         self, in_channels: int, num_classes: int, widths: Iterable[int] = (32, 64, 128, 256, 512)
@@ -196,11 +195,7 @@ class RAIUNet(nn.Module):
 
     def forward(self, x: Tensor, carry: Carry | None = None) -> SegmentationOutput:
         """Segment ``x`` ``(B, in_channels, H, W)``, sides multiples of 16; ``carry`` unused."""
-        if x.shape[-1] % self.required_multiple or x.shape[-2] % self.required_multiple:
-            raise ValueError(
-                f"slice size {tuple(x.shape[-2:])} is not a multiple of {self.required_multiple}; "
-                "pad the slices (the preprocessing does this) before calling the model."
-            )
+        check_input(self, x)
         skips, h = [], x
         for encoder, pool in zip(self.encoders, self.pools, strict=True):
             h = encoder(h)

@@ -31,7 +31,6 @@ class ModelSpec:
     title: str
     description: str
     default_widths: tuple[int, ...]
-    sequential: bool
     build: Callable[[ModelConfig, tuple[int, ...]], nn.Module]
 
 
@@ -59,7 +58,6 @@ MODELS: dict[str, ModelSpec] = {
             "UNet",
             "U-Net, depth 5 (the NUMSnet paper's baseline)",
             UNET_WIDTHS,
-            False,
             _nested(UNET_NODES, bottom_batchnorm=True),
         ),
         ModelSpec(
@@ -67,7 +65,6 @@ MODELS: dict[str, ModelSpec] = {
             "wUNet",
             "wide U-Net, widths 35..560",
             WIDE_WIDTHS,
-            False,
             _nested(UNET_NODES, bottom_batchnorm=True),
         ),
         ModelSpec(
@@ -75,7 +72,6 @@ MODELS: dict[str, ModelSpec] = {
             "UNet++",
             "nested U-Net with dense skips (optional deep supervision)",
             UNET_WIDTHS,
-            False,
             _nested(UNETPP_NODES),
         ),
         ModelSpec(
@@ -83,7 +79,6 @@ MODELS: dict[str, ModelSpec] = {
             "NUMSnet",
             "UNet++ whose six nested nodes are carried slice to slice",
             WIDE_WIDTHS,
-            True,
             _nested(UNETPP_NODES, NESTED_NODES),
         ),
         ModelSpec(
@@ -91,7 +86,6 @@ MODELS: dict[str, ModelSpec] = {
             "NUMS-all",
             "NUMSnet carrying all ten up-sampling nodes",
             WIDE_WIDTHS,
-            True,
             _nested(UNETPP_NODES, UNETPP_NODES),
         ),
         ModelSpec(
@@ -99,7 +93,6 @@ MODELS: dict[str, ModelSpec] = {
             "DRSegUNet",
             "deep residual U-Net of the DRSegUNet thesis",
             DRSEG_WIDTHS,
-            False,
             lambda cfg, w: DRSegUNet(cfg.in_channels, cfg.num_classes, w),
         ),
         ModelSpec(
@@ -107,7 +100,6 @@ MODELS: dict[str, ModelSpec] = {
             "UNet#",
             "UNet-sharp: dense + full-scale skips, 8 heads, pruning, classification guide",
             UNET_WIDTHS,
-            False,
             lambda cfg, w: UNetSharp(cfg.in_channels, cfg.num_classes, w, cfg.exclusive),
         ),
         ModelSpec(
@@ -115,7 +107,6 @@ MODELS: dict[str, ModelSpec] = {
             "RAIU-Net",
             "CHS-Net's residual attention inception U-Net (spectral pooling, SSD attention)",
             RAIU_WIDTHS,
-            False,
             lambda cfg, w: RAIUNet(cfg.in_channels, cfg.num_classes, w),
         ),
         ModelSpec(
@@ -123,7 +114,6 @@ MODELS: dict[str, ModelSpec] = {
             "MSDS-UNet",
             "3D residual U-Net with two-pathway deep supervision (sub-volumes)",
             DRSEG_WIDTHS,
-            False,
             lambda cfg, w: MSDSUNet3d(cfg.in_channels, cfg.num_classes, w),
         ),
     )
@@ -151,7 +141,8 @@ def create_model(config: ModelConfig) -> nn.Module:
     """Build the network described by ``config``.
 
     The returned module has ``config`` (the :class:`ModelConfig`, widths filled in)
-    and ``sequential`` (``True`` for the NUMSnet family) attributes, and its
+    attribute and the declarations of :class:`~napari_numsnet.models.base.ModelContract`
+    (``kind``, ``head_modules()``, the size rule, the inference head); its
     ``forward(x, carry=None)`` returns a
     :class:`~napari_numsnet.models.blocks.SegmentationOutput`.
     """
@@ -169,7 +160,6 @@ def create_model(config: ModelConfig) -> nn.Module:
         )
     model = spec.build(config, widths)
     model.config = config.replace(name=spec.name, widths=widths)
-    model.sequential = spec.sequential
     return model
 
 

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from napari_numsnet.models.base import ModelKind
+from napari_numsnet.models.base import ModelContract, ModelKind, check_input
 from napari_numsnet.models.blocks import Carry, SegmentationOutput, conv3x3
 
 DEPTH = 5
@@ -81,7 +81,7 @@ def _up(x: Tensor, factor: int) -> Tensor:
     return F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)
 
 
-class UNetSharp(nn.Module):
+class UNetSharp(ModelContract, nn.Module):
     """UNet# with deep supervision, pruning and the classification-guided module.
 
     Parameters
@@ -98,15 +98,16 @@ class UNetSharp(nn.Module):
 
     Attributes
     ----------
-    supervision_mode
-        ``"accurate"`` (average the four full-resolution heads) or ``"fast"``.
-    prune_level
-        In fast mode, keep head X(0,k), k = 1..4; only nodes with i + j <= k are computed.
+    inference_head
+        ``None`` (average the four full-resolution heads) or k = 1..4: keep head X(0,k)
+        ("fast" mode, set with ``set_inference_head(k)``); only nodes with i + j <= k are
+        computed.
     """
 
     required_multiple = 2 ** (DEPTH - 1)
     kind = ModelKind.SLICE
-    sequential = False
+    head_names = ("full_heads", "scale_heads", "guide.classify")
+    inference_heads = (1, 2, 3, 4)
 
     def __init__(
         self,
@@ -136,8 +137,6 @@ class UNetSharp(nn.Module):
             nn.Conv2d(f[i], num_classes, 3, padding=1) for i in range(1, DEPTH)
         )
         self.guide = ClassificationGuide(f[4], num_classes) if classification_guided else None
-        self.supervision_mode = "accurate"
-        self.prune_level = 4
 
     def _compute(self, x: Tensor, level: int) -> dict[tuple[int, int], Tensor]:
         """Every node with i + j <= level (all of them at level 4)."""
@@ -165,13 +164,9 @@ class UNetSharp(nn.Module):
 
     def forward(self, x: Tensor, carry: Carry | None = None) -> SegmentationOutput:
         """Segment ``x`` ``(B, in_channels, H, W)``, sides multiples of 16; ``carry`` unused."""
-        if x.shape[-1] % self.required_multiple or x.shape[-2] % self.required_multiple:
-            raise ValueError(
-                f"slice size {tuple(x.shape[-2:])} is not a multiple of {self.required_multiple}; "
-                "pad the slices (the preprocessing does this) before calling the model."
-            )
-        fast = not self.training and self.supervision_mode == "fast"
-        level = self.prune_level if fast else DEPTH - 1
+        check_input(self, x)
+        fast = not self.training and self.inference_head is not None
+        level = self.inference_head if fast and self.inference_head else DEPTH - 1
         nodes = self._compute(x, level)
         presence = self.guide(nodes[(DEPTH - 1, 0)]) if self.guide is not None else None
         if fast:

@@ -47,6 +47,7 @@ from napari_numsnet.engine.events import ProgressCallback, TrainEvent, TrainStat
 from napari_numsnet.engine.trainer import fit
 from napari_numsnet.errors import NumsnetError
 from napari_numsnet.io.classes import ClassTable
+from napari_numsnet.models.base import ModelKind
 from napari_numsnet.pipeline import AnnotatedStack, build_training_data, predict, train
 
 from .kmeans import kmeans_pseudolabels
@@ -221,10 +222,10 @@ def weighted_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
         module.register_forward_pre_hook(lambda m, i, name=name: order.append(name))
         for name, module in layers.items()
     ]
-    side = 2 * int(getattr(model, "required_multiple", 16))
-    shape = (1, model.config.in_channels, side, side)
-    if getattr(model, "volumetric", False):
-        shape = (*shape[:2], int(getattr(model, "required_depth", 1)), side, side)
+    side = 2 * int(model.required_multiple)
+    shape: tuple[int, ...] = (1, model.config.in_channels, side, side)
+    if model.kind is ModelKind.VOLUME:
+        shape = (*shape[:2], int(model.required_depth), side, side)
     was_training = model.training
     try:
         model.eval()
