@@ -104,7 +104,7 @@ def main() -> None:
     wait(
         lambda: (
             widget.training.state is not TrainState.TRAINING
-            or min((len(p) for p in train.plot.dice.values()), default=0) >= 8
+            or min((len(p) for p in train.plot.dice.values()), default=0) >= 4
         )
     )
     shot(viewer, args.out / "train.png")

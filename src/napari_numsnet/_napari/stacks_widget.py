@@ -29,13 +29,13 @@ class StacksBox(QGroupBox):
     """Extra training pairs (image + its Labels layer) and the transfer checkpoint."""
 
     def __init__(self, controller: TrainController, parent=None) -> None:
-        super().__init__("Training data", parent)
+        super().__init__(parent)
         self.controller = controller
         viewer = controller.annotation.viewer
         self.image = LayerCombo(viewer, Image)
         self.labels = LayerCombo(viewer, Labels)
         self.pairs = QListWidget()
-        self.pairs.setMaximumHeight(70)
+        self.pairs.setMaximumHeight(48)
         self.pairs.setToolTip("Trained on together with the annotated image of this panel.")
         add = QPushButton("Add pair")
         add.setToolTip("Train on this image with these labels too (both phases, more stacks).")

@@ -85,6 +85,11 @@ class TrainWidget(QWidget):
         self.stop_button = QPushButton("Stop")
         self.stop_button.setToolTip(with_shortcut("Stop before the next step.", "train"))
         self.stacks = StacksBox(controller)
+        self.stacks_button = QPushButton("Training data: more stacks, transfer ▸")
+        self.stacks_button.setCheckable(True)
+        self.stacks_button.setFlat(True)
+        self.stacks.setVisible(False)
+        self.stacks_button.toggled.connect(self._show_stacks)
         self.advanced_button = QPushButton("Advanced ▸")
         self.advanced_button.setCheckable(True)
         self.advanced_button.setFlat(True)
@@ -125,6 +130,7 @@ class TrainWidget(QWidget):
             buttons.addWidget(button)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
+        layout.addWidget(self.stacks_button)
         layout.addWidget(self.stacks)
         layout.addWidget(self.advanced_button)
         layout.addWidget(self.advanced)
@@ -147,6 +153,11 @@ class TrainWidget(QWidget):
         c.state_changed.connect(self.on_state)
         c.progress.connect(self.on_event)
         c.checkpoint_changed.connect(lambda *_: self.on_state(c.state))
+
+    def _show_stacks(self, shown: bool) -> None:
+        self.stacks.setVisible(shown)
+        arrow = "▾" if shown else "▸"
+        self.stacks_button.setText(f"Training data: more stacks, transfer {arrow}")
 
     def _show_advanced(self, shown: bool) -> None:
         self.advanced.setVisible(shown)
