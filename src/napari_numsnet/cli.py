@@ -240,6 +240,7 @@ def _train(args: argparse.Namespace, context) -> int:
     from napari_numsnet import pipeline
     from napari_numsnet.engine import distributed
     from napari_numsnet.engine.checkpoint import load_checkpoint, save_checkpoint
+    from napari_numsnet.engine.run_saver import periodic_saver, resume_path
     from napari_numsnet.io.classes import ClassTable, load_class_table
     from napari_numsnet.io.labels import read_labels
 
@@ -263,7 +264,7 @@ def _train(args: argparse.Namespace, context) -> int:
     for lab, path in zip(labels, args.labels, strict=True):
         options.check_not_background(lab, annotated, path)
     preset = get_preset(args.preset)
-    resume = load_checkpoint(args.resume) if args.resume else None
+    resume = load_checkpoint(resume_path(args.resume, args.output)) if args.resume else None
     transfer = load_checkpoint(args.transfer) if args.transfer else None
     if args.classes:
         classes = load_class_table(args.classes)
@@ -309,6 +310,9 @@ def _train(args: argparse.Namespace, context) -> int:
         resume=resume,
         transfer_from=transfer,
         callback=_progress(quiet=not main_process),
+        on_checkpoint=periodic_saver(
+            args.output, resume.preprocess if resume else preprocess, classes.names, training
+        ),
     )
     if main_process:  # one writer: rank 0
         path = save_checkpoint(checkpoint, args.output)

@@ -135,7 +135,10 @@ def check_train_options(args: argparse.Namespace) -> None:
             f"--model {args.model} is ignored beside {which}: the checkpoint fixes the model.",
             f"Leave out --model, or train a new {args.model} without {which}.",
         )
-    inputs = [*args.image, *args.labels, args.resume, args.transfer, args.classes]
+    from napari_numsnet.engine.run_saver import resume_path
+
+    resume = resume_path(args.resume, args.output) if args.resume else None
+    inputs = [*args.image, *args.labels, resume, args.transfer, args.classes]
     check_output(args.output, inputs)
 
 
