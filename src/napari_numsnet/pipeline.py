@@ -29,7 +29,8 @@ from napari_numsnet.config import (
     TrainConfig,
 )
 from napari_numsnet.data.dataset import StackSample, validate_pair
-from napari_numsnet.data.preprocess import Preprocessor, looks_like_hounsfield
+from napari_numsnet.data.hounsfield import looks_like_hounsfield
+from napari_numsnet.data.preprocess import Preprocessor
 from napari_numsnet.data.slices import SliceSplit, annotated_slices, select_slices
 from napari_numsnet.engine import distributed
 from napari_numsnet.engine.checkpoint import Checkpoint, check_compatible, transfer_model
