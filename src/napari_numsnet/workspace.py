@@ -386,6 +386,24 @@ class Workspace:
             )
         return SavedWork(labels, annotated, classes, sampling)
 
+    def keep_current(self) -> Path | None:
+        """Copy the newest save to ``kept-<number>/``, which is never pruned.
+
+        Called before the user starts afresh (a new annotation layer), so the work saved
+        so far survives any number of later autosaves. Returns the copy, or ``None``
+        when nothing was saved.
+        """
+        saves = self.saves()
+        if not saves:
+            return None
+        kept = self.folder / f"kept-{saves[0].name[5:]}"
+        if not kept.exists():
+            tmp = self.folder / temporary_name("kept")
+            shutil.copytree(saves[0], tmp)
+            os.rename(tmp, kept)
+            fsync_dir(self.folder)
+        return kept
+
     def save_checkpoint(self, checkpoint: Checkpoint | Cascade) -> Path:
         """Write the last checkpoint (or cascade) here (atomically)."""
         from napari_numsnet.cascade import save_predictor

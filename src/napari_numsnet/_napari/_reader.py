@@ -112,9 +112,28 @@ def labels_layer_data(
     return labels, kwargs, "labels"
 
 
+def _open_in_viewer(folder: Any) -> bool:
+    """Whether the current viewer already holds the annotation layer of ``folder``."""
+    try:
+        import napari
+
+        viewer = napari.current_viewer()
+    except Exception:  # no viewer (reading from a script)
+        return False
+    if viewer is None:
+        return False
+    for layer in viewer.layers:
+        meta = layer.metadata.get("numsnet", {}) if isinstance(layer.metadata, dict) else {}
+        if meta.get("role") == "annotations" and meta.get("work_folder") == str(folder):
+            return True
+    return False
+
+
 def restored_annotations(volume: Volume, name: str) -> list[LayerData]:
     """The autosaved annotations of an image, as a Labels layer (none if nothing saved)."""
-    workspace = Workspace.for_image(volume.meta.source_path, None, volume.meta)
+    workspace = Workspace.for_image(volume.meta.source_path, volume.data, volume.meta)
+    if _open_in_viewer(workspace.folder):
+        return []  # opened again: the annotation layer in the viewer is the one to use
     saved = workspace.load_annotations(volume.data.shape)
     if saved is None:
         return []

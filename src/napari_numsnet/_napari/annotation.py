@@ -148,6 +148,8 @@ class AnnotationController:
         """Create an empty annotation layer with ``classes`` and use it."""
         if self.image is None:
             raise NumsnetError("No image is chosen.", "Choose the image to annotate first.")
+        if self.workspace is not None:  # the work saved so far survives the fresh start
+            self.workspace.keep_current()
         self.classes = classes or self.classes
         layer = self._add_labels(np.zeros(self.image.data.shape, np.uint8), self.classes)
         self.set_labels(layer)

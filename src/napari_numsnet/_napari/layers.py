@@ -88,7 +88,7 @@ def workspace_for(layer: Image) -> Workspace:
     meta = volume_meta(layer)
     if path is None:
         return Workspace.for_image(None, stack_of(layer), meta)
-    return Workspace.for_image(path, None, meta)
+    return Workspace.for_image(path, stack_of(layer), meta)  # voxels: the fingerprint
 
 
 def classes_of(layer: Layer) -> ClassTable | None:

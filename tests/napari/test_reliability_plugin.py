@@ -1,0 +1,52 @@
+"""The plugin never loses or misplaces work: hidden layers, re-opening, a new layer."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def test_accept_works_with_the_annotation_layer_hidden(panel, errors):
+    _, widget = panel
+    annotation = widget.annotation
+    layer = annotation.new_labels_layer()
+    layer.visible = False  # the natural state while looking at the prediction
+    source = np.zeros(layer.data.shape, np.uint8)
+    source[3, 10:20, 10:20] = 1
+    annotation.accept_slice(source, 3)
+    np.testing.assert_array_equal(layer.data[3], source[3])
+    assert 3 in annotation.annotated
+    folder = annotation.save()
+    assert folder is not None
+    saved = annotation.workspace.load_annotations(layer.data.shape)
+    assert saved.annotated == [3] and saved.labels[3].sum() == 100
+
+
+def test_opening_the_image_again_adds_no_second_annotation_layer(panel, ct_path, qtbot):
+    viewer, widget = panel
+    annotation = widget.annotation
+    layer = annotation.new_labels_layer()
+    layer.data[2, 5:9, 5:9] = 1
+    annotation.mark(2)
+    annotation.save()
+    viewer.open(ct_path, plugin="napari-numsnet")
+    qtbot.wait(50)
+    labels = [lyr for lyr in viewer.layers if lyr.__class__.__name__ == "Labels"]
+    roles = [lyr.metadata.get("numsnet", {}).get("role") for lyr in labels]
+    assert roles.count("annotations") == 1, roles
+
+
+def test_a_new_annotation_layer_keeps_the_saved_work(panel):
+    _, widget = panel
+    annotation = widget.annotation
+    layer = annotation.new_labels_layer()
+    layer.data[2, 5:9, 5:9] = 1
+    annotation.mark(2)
+    annotation.save()
+    annotation.new_labels_layer()
+    annotation.save()  # what the autosave would do 1.5 s later
+    kept = [p for p in annotation.workspace.folder.iterdir() if p.name.startswith("kept-")]
+    assert kept, "the earlier annotations were not kept"
+    from napari_numsnet.workspace import Workspace
+
+    old = Workspace(kept[0].parent, annotation.workspace.meta)._read_save(kept[0], None)
+    assert old.annotated == [2] and old.labels[2].sum() == 16
