@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_numsnet.data.preprocess import looks_like_hounsfield
+from napari_numsnet.data.hounsfield import looks_like_hounsfield
 from napari_numsnet.io.classes import ClassTable, load_class_table
 from napari_numsnet.io.labels import label_dtype
 from napari_numsnet.io.volume import Volume, read_volume

@@ -16,7 +16,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_numsnet.data.preprocess import looks_like_hounsfield
+from napari_numsnet.data.hounsfield import looks_like_hounsfield
 from napari_numsnet.errors import NumsnetError
 from napari_numsnet.pseudolabel import KMeansConfig
 

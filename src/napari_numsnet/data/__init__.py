@@ -8,11 +8,11 @@ from napari_numsnet.data.dataset import (
     iter_batches,
     validate_pair,
 )
+from napari_numsnet.data.hounsfield import HU_AIR_BELOW, HU_TISSUE_ABOVE, looks_like_hounsfield
 from napari_numsnet.data.preprocess import (
     PAD_MULTIPLE,
     Preprocessor,
     apply_window,
-    looks_like_hounsfield,
     minmax,
     resize_stack,
     zscore,
@@ -26,6 +26,8 @@ from napari_numsnet.data.slices import (
 )
 
 __all__ = [
+    "HU_AIR_BELOW",
+    "HU_TISSUE_ABOVE",
     "PAD_MULTIPLE",
     "STRATEGIES",
     "Batch",

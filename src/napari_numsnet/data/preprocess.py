@@ -138,17 +138,6 @@ def resize_stack(x: np.ndarray, size: tuple[int, int], order: int) -> np.ndarray
     return out
 
 
-def looks_like_hounsfield(stack: np.ndarray) -> bool:
-    """Guess whether a stack is CT in Hounsfield units.
-
-    True when the minimum is at most -900 (air is about -1000 HU, scanners pad with
-    -1024 or lower) and the values span at least 1000 (air to soft tissue and bone).
-    """
-    stack = np.asarray(stack)
-    low, high = float(np.min(stack)), float(np.max(stack))
-    return low <= -900.0 and high - low >= 1000.0
-
-
 class Preprocessor:
     """Apply a ``PreprocessConfig`` to stacks and undo its resizing on predictions.
 

@@ -315,6 +315,40 @@ def labels_at(labels: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return small[:, 0].to(labels.dtype)
 
 
+def labels_and_mask_at(
+    labels: torch.Tensor, mask: torch.Tensor, size: Sequence[int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Down-sample ``labels`` and a loss ``mask`` (both ``(B, *spatial)``) to ``size``.
+
+    Where the size divides evenly, each output cell covers a window of the input; the
+    mask is the window's *any* (max) and the label is the one at the window's first
+    masked position, so an annotated slice at an odd z still counts at half depth (the
+    nearest neighbour keeps even slices only). With a full mask this is the same as
+    :func:`labels_at`. Uneven sizes fall back to nearest neighbour for both.
+
+    Returns
+    -------
+    labels, mask
+        ``(B, *size)``, dtypes of ``labels`` and bool.
+    """
+    size = tuple(int(v) for v in size)
+    mask = mask.bool()
+    spatial = tuple(labels.shape[1:])
+    if spatial == size:
+        return labels, mask
+    if len(spatial) != len(size) or any(s % t for s, t in zip(spatial, size, strict=True)):
+        return labels_at(labels, size), labels_at(mask.to(torch.uint8), size) > 0
+    batch, dims = labels.shape[0], len(size)
+    windowed = [batch]
+    for s, t in zip(spatial, size, strict=True):
+        windowed += [t, s // t]
+    order = [0, *range(1, 2 * dims, 2), *range(2, 2 * dims + 1, 2)]
+    lab = labels.reshape(windowed).permute(order).reshape(batch, *size, -1)
+    msk = mask.reshape(windowed).permute(order).reshape(batch, *size, -1)
+    first = msk.to(torch.uint8).argmax(dim=-1, keepdim=True)  # first masked, else 0
+    return lab.gather(-1, first)[..., 0], msk.any(dim=-1)
+
+
 def presence_targets(labels: torch.Tensor, num_classes: int, exclusive: bool) -> torch.Tensor:
     """``(B, C)`` float: 1 where the class of channel c occurs in the slice."""
     values = torch.arange(num_classes, device=labels.device) + (0 if exclusive else 1)
@@ -338,8 +372,11 @@ def supervised_loss(
     total = 0.0
     for head in heads:
         size = head.shape[2:]
-        head_mask = None if mask is None else labels_at(mask.to(torch.uint8), size) > 0
-        total = total + loss_fn(head, labels_at(labels, size), exclusive, head_mask)
+        if mask is None:
+            head_labels, head_mask = labels_at(labels, size), None
+        else:
+            head_labels, head_mask = labels_and_mask_at(labels, mask, size)
+        total = total + loss_fn(head, head_labels, exclusive, head_mask)
     loss = total / len(heads)
     if output.presence is not None:
         with _no_autocast(output.presence):

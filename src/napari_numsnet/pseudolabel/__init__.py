@@ -1,8 +1,9 @@
 """k-means pseudo-labels and the self-learning loop of the DRSegUNet thesis."""
 
+from ..data.hounsfield import looks_like_hounsfield
 from .cleanup import clean_labels, line_element
 from .kmeans import assign_clusters, cluster_intensities, kmeans_pseudolabels
-from .lungmask import body_mask, find_lungs, looks_like_hounsfield, lung_mask
+from .lungmask import body_mask, find_lungs, lung_mask
 from .records import KMeansConfig, PseudoLabelResult
 from .selflearn import (
     LevelResult,

@@ -37,6 +37,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.filters import threshold_otsu
 
+from ..data.hounsfield import looks_like_hounsfield
 from ..errors import NumsnetError
 from .records import KMeansConfig
 
@@ -64,27 +65,6 @@ class LungSearch:
     threshold: float
     hounsfield: bool
     notes: list[str] = field(default_factory=list)
-
-
-def looks_like_hounsfield(stack: np.ndarray) -> bool:
-    """Whether ``stack`` looks like CT in Hounsfield units.
-
-    CT in HU holds air (about -1000) and soft tissue (about 0 to 100). Data in [0, 1],
-    [0, 255], z-scores or raw scanner values without the rescale has nothing below -500.
-
-    Parameters
-    ----------
-    stack
-        Image of any shape; non-finite values are ignored.
-
-    Returns
-    -------
-    bool
-        True when the smallest value is below -500 and the largest above -200.
-    """
-    values = np.asarray(stack)
-    values = values[np.isfinite(values)]
-    return bool(values.size) and float(values.min()) < -500.0 and float(values.max()) > -200.0
 
 
 def check_stack(stack: np.ndarray) -> np.ndarray:

@@ -1,0 +1,63 @@
+"""The defects of the review that found the model contract missing, one test each."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_numsnet.config import ModelConfig, PreprocessConfig
+from napari_numsnet.data.hounsfield import looks_like_hounsfield
+from napari_numsnet.data.preprocess import Preprocessor
+from napari_numsnet.engine.checkpoint import Checkpoint, transfer_model
+from napari_numsnet.engine.losses import get_loss, supervised_loss
+from napari_numsnet.models import create_model
+from napari_numsnet.models.blocks import SegmentationOutput
+from napari_numsnet.pseudolabel import lungmask
+
+TINY = (4, 4, 8, 8, 8)
+
+
+@pytest.mark.parametrize("name", ["unetsharp", "msdsunet"])
+def test_transfer_reinitialises_the_declared_heads_and_keeps_the_rest(name):
+    """Defect 1: UNet# and MSDS-UNet heads are not named ``head.``/``side_heads.``."""
+    source = create_model(ModelConfig(name, num_classes=3, widths=TINY))
+    checkpoint = Checkpoint.from_model(
+        source, preprocess=PreprocessConfig(), class_names=list("abc")
+    )
+    model = transfer_model(checkpoint, 5)
+    new = model.state_dict()
+    heads = {k for k in new if model.is_head_parameter(k)}
+    changed = {k for k in new if new[k].shape != checkpoint.state_dict[k].shape}
+    assert changed and changed <= heads
+    for key in new.keys() - heads:
+        assert torch.equal(new[key], checkpoint.state_dict[key]), key
+    assert model.config.num_classes == 5
+
+
+def test_one_hounsfield_detector_for_preprocessing_and_pseudo_labels():
+    """Defect 5: a CT cropped inside the body (-850 .. 400 HU) is HU for both."""
+    ct = np.linspace(-850.0, 400.0, 4 * 16 * 16, dtype=np.float32).reshape(4, 16, 16)
+    assert looks_like_hounsfield(ct)
+    assert lungmask.looks_like_hounsfield is looks_like_hounsfield
+    window = Preprocessor(PreprocessConfig()).config  # default config has no fixed window
+    assert window.window is None
+    from napari_numsnet import pipeline
+
+    assert pipeline.looks_like_hounsfield is looks_like_hounsfield
+
+
+def test_local_side_outputs_keep_an_annotated_slice_at_odd_depth():
+    """Defect 6: the half-depth head must see the only annotated slice, z = 1."""
+    labels = torch.zeros(1, 4, 8, 8, dtype=torch.long)
+    labels[0, 1, 2:6, 2:6] = 1
+    mask = torch.zeros(1, 4, 8, 8, dtype=torch.bool)
+    mask[0, 1] = True
+    full = torch.zeros(1, 2, 4, 8, 8, requires_grad=True)
+    half = torch.zeros(1, 2, 2, 4, 4, requires_grad=True)
+    output = SegmentationOutput(full, None, (full, half))
+    loss = supervised_loss(get_loss("dice_ce"), output, labels, True, mask)
+    loss.backward()
+    assert half.grad is not None and half.grad.abs().sum() > 0
+    # The class-1 square is in the half-size target, taken from slice 1.
+    assert half.grad[0, 1, 0].abs().sum() > 0
