@@ -43,6 +43,7 @@ from napari_numsnet.errors import NumsnetError
 from napari_numsnet.io.atomic import atomic_path
 from napari_numsnet.io.classes import ClassTable, load_class_table
 from napari_numsnet.io.labels import read_labels, write_labels
+from napari_numsnet.io.naming import labels_name, probabilities_path
 from napari_numsnet.io.volume import EXTENSIONS, Volume, read_volume
 from napari_numsnet.models import create_model, get_spec, scaled_widths
 
@@ -426,11 +427,7 @@ def is_stack(path: Path) -> bool:
 
 def output_name(path: Path) -> str:
     """``name_labels.<ext>``: the file name of the label stack predicted from ``path``."""
-    name = path.name
-    for ext in sorted(EXTENSIONS, key=len, reverse=True):
-        if name.lower().endswith(ext):
-            return name[: -len(ext)] + "_labels" + ext
-    return name + "_labels.nii.gz"
+    return labels_name(path)
 
 
 def prediction_targets(
@@ -488,8 +485,7 @@ def make_predictor(
 def write_probabilities(labels_path: str | Path, probabilities: np.ndarray) -> Path:
     """Save ``(C, Z, H, W)`` probabilities atomically as ``<stem>_probabilities.npy``
     beside the label file ``labels_path``."""
-    labels_path = Path(labels_path)
-    target = labels_path.with_name(labels_path.name.split(".")[0] + "_probabilities.npy")
+    target = probabilities_path(labels_path)
     with atomic_path(target) as tmp:
         np.save(tmp, probabilities)
     return target
