@@ -107,6 +107,8 @@ def main() -> None:
             or min((len(p) for p in train.plot.dice.values()), default=0) >= 4
         )
     )
+    area = widget.tabs.currentWidget()  # the tab's scroll area: show the plots
+    area.verticalScrollBar().setValue(area.verticalScrollBar().maximum())
     shot(viewer, args.out / "train.png")
     wait(lambda: widget.training.state is not TrainState.TRAINING)
 

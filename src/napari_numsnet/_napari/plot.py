@@ -33,7 +33,8 @@ def _plot(title: str, xlabel: str, ylabel: str) -> pg.PlotWidget:
         axis.setPen("#5a5f6b")
     item.showGrid(x=True, y=True, alpha=0.15)
     item.setMenuEnabled(False)
-    widget.setMinimumHeight(160)
+    widget.setMinimumHeight(150)
+    widget.setMaximumHeight(210)  # both plots fit under the Train tab's settings
     return widget
 
 
@@ -56,7 +57,7 @@ class TrainingPlot(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.loss_plot)
         layout.addWidget(self.dice_plot)
-        self.setMinimumHeight(340)
+        self.setMinimumHeight(300)
         self.classes: ClassTable | None = None
         self.steps: list[tuple[int, float]] = []
         self.epochs: list[tuple[int, float]] = []
