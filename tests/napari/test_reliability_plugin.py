@@ -50,3 +50,30 @@ def test_a_new_annotation_layer_keeps_the_saved_work(panel):
 
     old = Workspace(kept[0].parent, annotation.workspace.meta)._read_save(kept[0], None)
     assert old.annotated == [2] and old.labels[2].sum() == 16
+
+
+def test_predicting_again_keeps_corrections_that_were_not_accepted(panel):
+    from types import SimpleNamespace
+
+    from napari_numsnet._napari.prediction import PredictSettings
+
+    viewer, widget = panel
+    image = viewer.layers["ct"]
+    controller = widget.prediction
+    labels = np.zeros(image.data.shape, np.uint8)
+    first = SimpleNamespace(labels=labels, probabilities=None)
+    classes = widget.annotation.classes
+    controller._on_returned(first, image, classes, PredictSettings())
+    layer = controller.prediction_layer(image)
+    corrected = np.array(layer.data, copy=True)
+    corrected[4, 10:20, 10:20] = 1
+    layer.data = corrected  # the user corrects a slice and predicts again before accepting
+    second = SimpleNamespace(labels=labels + 2, probabilities=None)
+    controller._on_returned(second, image, classes, PredictSettings())
+    new = controller.prediction_layer(image)
+    assert new is not layer and np.all(new.data == 2)
+    np.testing.assert_array_equal(layer.data, corrected)  # the corrections are kept
+    assert layer.metadata["numsnet"]["role"] == "corrections"
+    # Without corrections the prediction layer is simply updated.
+    controller._on_returned(first, image, classes, PredictSettings())
+    assert controller.prediction_layer(image) is new and not new.data.any()

@@ -73,6 +73,7 @@ class PredictController:
         self.running = False
         self.suggestion: Suggestion | None = None
         """Slices to correct next, from the last whole-stack prediction (a single model)."""
+        self._predicted: dict[int, np.ndarray] = {}  # layer id -> what was predicted there
 
     @property
     def busy(self) -> bool:
@@ -147,6 +148,12 @@ class PredictController:
             self.suggestion = suggestion
         start, stop = settings.slice_range or (0, len(result.labels))
         layer = self.prediction_layer(image)
+        last = None if layer is None else self._predicted.get(id(layer))
+        if layer is not None and last is not None and not np.array_equal(last, layer.data):
+            # Corrections not accepted yet: keep that layer as it is, predict into a new one.
+            L.info(layer)["role"] = "corrections"
+            layer.name = f"{image.name} prediction (corrections not accepted)"
+            layer = None
         if layer is None:
             classes = L.screen_classes(self.annotation.viewer, classes)
             meta = L.numsnet_metadata(L.volume_meta(image), L.source_path(image), classes)
@@ -159,6 +166,7 @@ class PredictController:
             data = np.array(layer.data, copy=True)
             data[start:stop] = result.labels[start:stop]
             layer.data = data
+        self._predicted[id(layer)] = np.array(layer.data, copy=True)
         L.apply_classes(layer, classes)
         if result.probabilities is not None:
             self._show_probabilities(result.probabilities, image, classes)
