@@ -202,6 +202,12 @@ def run_one(
             }
         )
         scoring[0] += time.perf_counter() - started
+        point = curve[-1]
+        print(
+            f"  curve: step {point['step']}, {point['train_seconds'] / 60:.1f} min, "
+            f"Dice {point['dice']:.3f} pooled, {point['dice_per_volume']:.3f} per volume",
+            flush=True,
+        )
         result.model.train()
 
     if args.curve_seconds:

@@ -386,14 +386,16 @@ def annotate_train_predict(
     """The few-shot loop on a fully labelled stack, keeping only the planned slices.
 
     The reference labels of the planned slices play the annotation; the model is
-    trained on them, predicts the whole stack, and is scored on the slices it never saw.
+    trained on them, predicts the whole stack, and is scored on the slices it never saw
+    (neither the training slices nor the validation slices that chose its weights).
     """
     split = plan_slices(len(image), sampling)
     annotated = np.union1d(split.train, split.val)
     stack = AnnotatedStack(image, reference, annotated, split.val, name="stack")
     checkpoint = train(stack, model, training, preprocess, classes, callback=callback)
     prediction = predict(checkpoint, image, PredictConfig(device=training.device))
-    unseen = np.setdiff1d(np.arange(len(image)), split.train)
+    # Scored on the slices neither trained on nor used to choose the best weights.
+    unseen = np.setdiff1d(np.arange(len(image)), annotated)
     scores = evaluate(prediction.labels, reference, classes, unseen)
     return LoopResult(checkpoint, prediction, split, unseen, scores)
 
