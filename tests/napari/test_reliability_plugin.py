@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 
 
@@ -15,10 +17,14 @@ def test_accept_works_with_the_annotation_layer_hidden(panel, errors):
     annotation.accept_slice(source, 3)
     np.testing.assert_array_equal(layer.data[3], source[3])
     assert 3 in annotation.annotated
+    source[5, 0:5, 0:5] = 1
+    annotation.go_to(5)
+    widget.prediction.accept(source=SimpleNamespace(data=source))  # the current slice
+    assert 5 in annotation.annotated and layer.data[5].sum() == 25
     folder = annotation.save()
     assert folder is not None
     saved = annotation.workspace.load_annotations(layer.data.shape)
-    assert saved.annotated == [3] and saved.labels[3].sum() == 100
+    assert saved.annotated == [3, 5] and saved.labels[3].sum() == 100
 
 
 def test_opening_the_image_again_adds_no_second_annotation_layer(panel, ct_path, qtbot):
@@ -53,8 +59,6 @@ def test_a_new_annotation_layer_keeps_the_saved_work(panel):
 
 
 def test_predicting_again_keeps_corrections_that_were_not_accepted(panel):
-    from types import SimpleNamespace
-
     from napari_numsnet._napari.prediction import PredictSettings
 
     viewer, widget = panel

@@ -282,7 +282,14 @@ class AnnotationController:
             )
         rows, cols = np.indices(plane.shape).reshape(2, -1)
         index = (np.full(rows.size, z), rows, cols)
-        self.labels.data_setitem(index, plane.ravel().astype(self.labels.data.dtype))
+        hidden = not self.labels.visible  # napari slices hidden layers lazily, and
+        if hidden:  # data_setitem needs the current slice: show the layer for the edit
+            self.labels.visible = True
+        try:
+            self.labels.data_setitem(index, plane.ravel().astype(self.labels.data.dtype))
+        finally:
+            if hidden:
+                self.labels.visible = False
         self.annotated.add(z)
         self._sync()
         return z
