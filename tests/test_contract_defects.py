@@ -61,3 +61,20 @@ def test_local_side_outputs_keep_an_annotated_slice_at_odd_depth():
     assert half.grad is not None and half.grad.abs().sum() > 0
     # The class-1 square is in the half-size target, taken from slice 1.
     assert half.grad[0, 1, 0].abs().sum() > 0
+
+
+def test_dotted_names_get_their_own_probability_and_label_files(tmp_path):
+    """Defect 4: ``1.2.840.1`` and ``1.2.840.2`` both wrote ``1_probabilities.npy``."""
+    from napari_numsnet import pipeline, workfolder
+    from napari_numsnet.io import naming
+
+    first, second = tmp_path / "1.2.840.1.nii.gz", tmp_path / "1.2.840.2.nii.gz"
+    assert pipeline.output_name(first) == "1.2.840.1_labels.nii.gz"
+    targets = [tmp_path / pipeline.output_name(p) for p in (first, second)]
+    written = [pipeline.write_probabilities(t, np.zeros((2, 1, 2, 2))) for t in targets]
+    assert [p.name for p in written] == [
+        "1.2.840.1_labels_probabilities.npy",
+        "1.2.840.2_labels_probabilities.npy",
+    ]
+    assert workfolder.image_stem is naming.image_stem
+    assert naming.image_stem(first) == "1.2.840.1"

@@ -17,20 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from napari_numsnet.errors import NumsnetError
+from napari_numsnet.io.naming import image_stem
 from napari_numsnet.io.volume import EXTENSIONS
 
 WORK_SUFFIX = ".numsnet-work"
 #: Environment variable that overrides the user data folder for work folders.
 WORK_ROOT_ENV = "NAPARI_NUMSNET_WORK_DIR"
-
-
-def image_stem(path: str | os.PathLike[str]) -> str:
-    """File name without its image extension: ``ct.nii.gz`` -> ``ct``."""
-    name = Path(path).name
-    for ext in EXTENSIONS:
-        if name.lower().endswith(ext):
-            return name[: -len(ext)]
-    return Path(name).stem
 
 
 def user_work_root() -> Path:
