@@ -78,3 +78,47 @@ def test_dotted_names_get_their_own_probability_and_label_files(tmp_path):
     ]
     assert workfolder.image_stem is naming.image_stem
     assert naming.image_stem(first) == "1.2.840.1"
+
+
+class _FixedPredictor:
+    """A predictor with ``predict(image, config, probabilities)`` that labels everything 1."""
+
+    def predict(self, image, config=None, probabilities=False):
+        from napari_numsnet.engine.predict import Prediction
+
+        labels = np.ones(image.shape, dtype=np.uint8)
+        probs = np.stack([np.zeros(image.shape), np.ones(image.shape)]).astype(np.float32)
+        return Prediction(labels, probs if probabilities else None)
+
+
+def test_predict_returns_full_size_labels_for_predictors_too():
+    """Defect 3: a cascade (any predictor) returned only the cut range."""
+    from napari_numsnet import pipeline
+
+    image = np.zeros((6, 8, 8), dtype=np.float32)
+    part = pipeline.predict(_FixedPredictor(), image, slice_range=(2, 4), probabilities=True)
+    assert part.labels.shape == image.shape
+    assert part.labels[2:4].all() and not part.labels[:2].any() and not part.labels[4:].any()
+    assert part.probabilities.shape == (2, *image.shape)
+    assert not part.probabilities[:, :2].any() and part.probabilities[1, 2:4].all()
+
+
+def test_cascade_probabilities_are_masked_to_the_region():
+    """Smaller defect: labels were masked to stage 1's region, probabilities were not."""
+    from napari_numsnet import cascade as cascade_module
+
+    class Region(_FixedPredictor):
+        def predict(self, image, config=None, probabilities=False):
+            result = super().predict(image, config, probabilities)
+            result.labels[:, :4] = 0
+            return result
+
+    inner = _FixedPredictor()
+    inner.model_config = ModelConfig("unet", num_classes=2)
+    result = cascade_module.Cascade(Region(), inner, (1,)).predict(
+        np.zeros((2, 8, 8), dtype=np.float32), probabilities=True
+    )
+    assert not result.labels[:, :4].any()
+    np.testing.assert_array_equal(result.probabilities[1, :, :4], 0)
+    np.testing.assert_array_equal(result.probabilities[0, :, :4], 1)
+    np.testing.assert_array_equal(result.probabilities[1, :, 4:], 1)

@@ -80,7 +80,12 @@ class Cascade:
             self.inner, mask_image(image, region), config, probabilities=probabilities
         )
         labels = np.where(region, inner.labels, 0).astype(inner.labels.dtype)
-        return Prediction(labels, inner.probabilities)
+        probs = inner.probabilities
+        if probs is not None:  # as the labels: background only outside the region
+            probs = np.where(region[None], probs, 0).astype(probs.dtype)
+            if self.inner.model_config.exclusive:
+                probs[0][~region] = 1
+        return Prediction(labels, probs)
 
 
 def mask_image(image: np.ndarray, region: np.ndarray) -> np.ndarray:

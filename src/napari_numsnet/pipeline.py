@@ -312,20 +312,31 @@ def predict(
     """Segment a whole stack (or a slice range) with a trained checkpoint.
 
     Returns the label map ``(Z, H, W)`` at the original size and, if asked, the
-    per-class probabilities ``(C, Z, H, W)``. ``checkpoint`` may also be a predictor
-    with ``predict(image, config, probabilities)``, such as a
-    :class:`~napari_numsnet.cascade.Cascade`; it predicts the whole stack and the slice
-    range is cut from the result.
+    per-class probabilities ``(C, Z, H, W)``; always the whole stack's size, with 0
+    (labels and probabilities) outside ``slice_range``. ``checkpoint`` may also be a
+    predictor with ``predict(image, config, probabilities)``, such as a
+    :class:`~napari_numsnet.cascade.Cascade`; it predicts the whole stack and the slices
+    outside the range are cleared.
     """
     if not isinstance(checkpoint, Checkpoint):
         result = checkpoint.predict(image, config, probabilities=probabilities)
         if slice_range is None:
             return result
         start, stop = slice_range
+        if not 0 <= start < stop <= len(image):
+            raise NumsnetError(
+                f"Slice range {start}..{stop} is outside the stack of {len(image)} slices.",
+                f"Choose 0 <= start < stop <= {len(image)}.",
+            )
+        outside = np.ones(len(image), dtype=bool)
+        outside[start:stop] = False
+        labels = result.labels.copy()
+        labels[outside] = 0
         probs = result.probabilities
-        return Prediction(
-            result.labels[start:stop], None if probs is None else probs[:, start:stop]
-        )
+        if probs is not None:
+            probs = probs.copy()
+            probs[:, outside] = 0
+        return Prediction(labels, probs)
     model = checkpoint.build_model()
     return predict_volume(
         model,
