@@ -171,7 +171,7 @@ def run_case(item: Case, limit: int = 60) -> Result:
             signal.signal(signal.SIGALRM, previous)
         seconds = time.perf_counter() - start
         for folder in {str(ctx.folder.resolve()), str(ctx.folder)}:
-            outcome = outcome.replace(folder, "<case>")
+            outcome = outcome.replace(folder, "{case folder}")
         return Result(item, outcome, tb, wrong, ctx.lost(), seconds)
 
 
