@@ -138,7 +138,7 @@ class NestedUNet(ModelContract, nn.Module):
                     for n in self.supervised_nodes
                 }
             )
-        self.head_names = ("head", "side_heads")
+        self.head_names = ("head", "side_heads") if self.supervised_nodes else ("head",)
         #: Deep supervision at inference: ``None`` averages the heads, k keeps X(1,k+1).
         self.inference_heads = (1, 2, 3, 4) if self.supervised_nodes else ()
         self.inference_head = None
