@@ -95,16 +95,24 @@ def build(name: str, widths: str) -> nn.Module:
     return model
 
 
+def is_volume(model: nn.Module) -> bool:
+    """A 3D model: a registry model of kind VOLUME, or any module marked ``volumetric``
+    (MONAI's networks and plain layers have no ``kind``)."""
+    return getattr(model, "kind", None) is ModelKind.VOLUME or bool(
+        getattr(model, "volumetric", False)
+    )
+
+
 def input_shape(model: nn.Module, batch: int, size: int, depth: int) -> tuple[int, ...]:
     """``(batch, 1, S, S)``, or ``(batch, 1, depth, S, S)`` for a 3D model."""
-    if model.kind is ModelKind.VOLUME:
+    if is_volume(model):
         return (batch, 1, depth, size, size)
     return (batch, 1, size, size)
 
 
 def slices_per_sample(model: nn.Module, depth: int) -> int:
     """Slices in one input sample: ``depth`` for a 3D model, 1 otherwise."""
-    return depth if model.kind is ModelKind.VOLUME else 1
+    return depth if is_volume(model) else 1
 
 
 def logits_of(output: Any) -> torch.Tensor:
@@ -395,7 +403,7 @@ def _interleaved_group(
             # A pruned UNet# trains as the whole network: time its inference only.
             "train_iters": 0 if pruned_level(name) else args.train_iters,
         }
-        if probe.kind is ModelKind.VOLUME:
+        if is_volume(probe):
             record["depth"] = args.depth
         if pruned_level(name):
             record["prune_level"] = pruned_level(name)
