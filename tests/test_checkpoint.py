@@ -34,7 +34,7 @@ def classes():
 
 @pytest.fixture
 def trained(stack, classes, tiny_config, fast_training, pre32):
-    """A 3-class tiny NUMSnet after 2 epochs (2 steps each)."""
+    """A 3-class tiny NUMSnet after 2 epochs (3 steps each: one run per annotated slice)."""
     return pipeline.train(
         stack, tiny_config("numsnet", 3), fast_training.replace(epochs=2), pre32, classes
     )
@@ -63,7 +63,7 @@ def test_round_trip_keeps_everything(trained, tmp_path):
     assert loaded.record == trained.record
     assert loaded.epochs_done == 2
     assert loaded.record["annotated"] == {"synthetic": [1, 3, 5]}
-    assert adam_steps(loaded.optimizer_state) == {4}
+    assert adam_steps(loaded.optimizer_state) == {6}
     # The rebuilt model computes what the original computes.
     x = torch.rand(3, 1, 32, 32)
     with torch.no_grad():
@@ -141,8 +141,8 @@ def test_resume_continues_epochs_weights_and_optimizer(
     assert resumed.epochs_done == 5
     assert saved.epochs_done == 2 and len(saved.record["epochs"]) == 2  # input left alone
     assert [e["epoch"] for e in resumed.record["epochs"]] == [1, 2, 3, 4, 5]
-    # Adam's step counter went on from 4 (2 epochs of 2 steps) to 4 + 3 x 2.
-    assert adam_steps(resumed.optimizer_state) == {10}
+    # Adam's step counter went on from 6 (2 epochs of 3 runs) to 6 + 3 x 3.
+    assert adam_steps(resumed.optimizer_state) == {15}
     assert resumed.model_config == saved.model_config
     assert resumed.preprocess == saved.preprocess
     assert resumed.class_names == saved.class_names
