@@ -34,7 +34,7 @@ from napari_numsnet import pipeline
 from napari_numsnet.config import PRESETS
 from napari_numsnet.errors import NumsnetError
 from napari_numsnet.pseudolabel.records import KMeansConfig
-from napari_numsnet.pseudolabel.selflearn import SelfLearningConfig, self_learning
+from napari_numsnet.workflows.selflearn import SelfLearningConfig, self_learning
 
 
 def overlap(pred: np.ndarray, ref: np.ndarray) -> dict[str, float]:

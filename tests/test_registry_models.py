@@ -19,7 +19,9 @@ from napari_numsnet.engine.checkpoint import load_checkpoint, save_checkpoint, t
 from napari_numsnet.io.classes import ClassTable
 from napari_numsnet.models import MODELS, create_model
 from napari_numsnet.models.base import ModelContract, ModelKind, check_input, padded_size
-from napari_numsnet.pseudolabel import KMeansConfig, SelfLearningConfig, self_learning, selflearn
+from napari_numsnet.pseudolabel import KMeansConfig
+from napari_numsnet.workflows import selflearn
+from napari_numsnet.workflows.selflearn import SelfLearningConfig, self_learning
 
 NAMES = sorted(MODELS)
 TINY = (4, 4, 8, 8, 8)

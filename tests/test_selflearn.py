@@ -12,21 +12,20 @@ from torch import nn
 
 from napari_numsnet.config import ModelConfig, PreprocessConfig, TrainConfig
 from napari_numsnet.data.dataset import TrainingStack
+from napari_numsnet.engine.freezing import freeze_first_layers, weighted_layers
 from napari_numsnet.engine.predict import Prediction
 from napari_numsnet.engine.trainer import fit
 from napari_numsnet.errors import NumsnetError
 from napari_numsnet.models import MODELS, create_model
-from napari_numsnet.pseudolabel import (
-    KMeansConfig,
+from napari_numsnet.pseudolabel import KMeansConfig, kmeans_pseudolabels
+from napari_numsnet.workflows import selflearn
+from napari_numsnet.workflows.selflearn import (
     LevelResult,
     SelfLearningConfig,
     SelfLearningResult,
-    freeze_first_layers,
-    kmeans_pseudolabels,
+    collapse_reason,
     self_learning,
-    selflearn,
 )
-from napari_numsnet.pseudolabel.selflearn import collapse_reason, weighted_layers
 
 Z, N = 8, 64
 AIR, TISSUE, LUNG, OPACITY = -1000.0, 40.0, -850.0, -400.0

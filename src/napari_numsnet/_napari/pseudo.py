@@ -24,7 +24,7 @@ from .annotation import AnnotationController
 from .errors import report
 
 try:  # the names the self-learning loop gives the k-means classes, where it exists
-    from napari_numsnet.pseudolabel.selflearn import class_names
+    from napari_numsnet.workflows.selflearn import class_names
 except ImportError:  # pragma: no cover - depends on the installed core
 
     def class_names(k: int) -> list[str]:

@@ -38,13 +38,13 @@ from .pseudo import PseudoController, pseudo_classes
 from .training import TrainController
 
 try:  # the loop lives in the core's pseudolabel package; without it the panel says so
-    from napari_numsnet.pseudolabel import SelfLearningConfig, self_learning
+    from napari_numsnet.workflows.selflearn import SelfLearningConfig, self_learning
 except ImportError:  # pragma: no cover - depends on the installed core
     self_learning = None
 
 
 class SelfLearningController(QObject):
-    """Runs :func:`napari_numsnet.pseudolabel.self_learning` and shows each level."""
+    """Runs :func:`napari_numsnet.workflows.selflearn.self_learning` and shows each level."""
 
     running_changed = Signal(bool)
     progress = Signal(object)

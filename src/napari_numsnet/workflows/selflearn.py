@@ -33,293 +33,41 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-import types
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
-import torch
-from torch import nn
 
 from napari_numsnet.config import ModelConfig, PredictConfig, PreprocessConfig, TrainConfig
 from napari_numsnet.engine.checkpoint import Checkpoint
 from napari_numsnet.engine.events import ProgressCallback, TrainEvent, TrainState
+from napari_numsnet.engine.freezing import freeze_first_layers
 from napari_numsnet.engine.trainer import fit
 from napari_numsnet.errors import NumsnetError
 from napari_numsnet.io.classes import ClassTable
-from napari_numsnet.models.base import ModelKind
 from napari_numsnet.pipeline import AnnotatedStack, build_training_data, predict, train
+from napari_numsnet.pseudolabel.kmeans import kmeans_pseudolabels
+from napari_numsnet.pseudolabel.records import KMeansConfig
+from napari_numsnet.workflows.selflearn_records import (
+    CLUSTER_NAMES,
+    LevelResult,
+    SelfLearningConfig,
+    SelfLearningResult,
+    class_names,
+    collapse_reason,
+    label_fractions,
+)
 
-from .kmeans import kmeans_pseudolabels
-from .records import KMeansConfig, PseudoLabelResult
-
-#: Names of the k-means classes 1, 2, 3 (thesis 4.4.1); further clusters are numbered.
-CLUSTER_NAMES = ("lung", "ground-glass", "consolidation")
-
-
-@dataclass(frozen=True)
-class SelfLearningConfig:
-    """Settings of the self-learning loop.
-
-    Parameters
-    ----------
-    levels
-        Trained levels after the k-means labels (thesis: 2).
-    fine_tune_lr_factor
-        Learning rate of levels 2 and above, as a fraction of the level-1 rate
-        (thesis: 9.8e-6 / 9.8e-4 = 0.01). Not compounded: every fine-tuning level uses
-        ``training.learning_rate * fine_tune_lr_factor``.
-    frozen_layers
-        Layers with weights, counted from the input, frozen from level 2 on (thesis: 2).
-    min_class_fraction
-        Collapse guard: classes covering at most this fraction of the lung in the k-means
-        labels are not watched; a class covering more than ``1 - min_class_fraction`` of
-        the slices counts as "all one class".
-    collapse_ratio
-        Collapse guard: a watched class collapses when its share of the lung falls below
-        this fraction of its k-means share.
-    fine_tune_epochs
-        Epochs of levels 2 and above; ``None`` takes ``training.epochs``.
-    predict
-        How the levels predict; ``None`` predicts forward on ``training.device``.
-    """
-
-    levels: int = 2
-    fine_tune_lr_factor: float = 0.01
-    frozen_layers: int = 2
-    min_class_fraction: float = 0.01
-    collapse_ratio: float = 0.1
-    fine_tune_epochs: int | None = None
-    predict: PredictConfig | None = None
-
-    def __post_init__(self) -> None:
-        if int(self.levels) != self.levels or self.levels < 1:
-            raise NumsnetError(
-                f"levels = {self.levels} trains no level.",
-                "Use an integer of at least 1 (the thesis uses 2).",
-            )
-        if not 0.0 < self.fine_tune_lr_factor <= 1.0:
-            raise NumsnetError(
-                f"fine_tune_lr_factor = {self.fine_tune_lr_factor} is not a reduction.",
-                "Give a factor in (0, 1] (the thesis uses 0.01).",
-            )
-        if int(self.frozen_layers) != self.frozen_layers or self.frozen_layers < 0:
-            raise NumsnetError(
-                f"frozen_layers = {self.frozen_layers} is not a number of layers.",
-                "Give an integer of at least 0 (the thesis freezes 2).",
-            )
-        if not 0.0 <= self.min_class_fraction < 0.5 or not 0.0 < self.collapse_ratio <= 1.0:
-            raise NumsnetError(
-                f"min_class_fraction = {self.min_class_fraction} and collapse_ratio = "
-                f"{self.collapse_ratio} cannot guard against collapse.",
-                "Use 0 <= min_class_fraction < 0.5 and 0 < collapse_ratio <= 1.",
-            )
-        if self.fine_tune_epochs is not None and self.fine_tune_epochs < 1:
-            raise NumsnetError(
-                f"fine_tune_epochs = {self.fine_tune_epochs} trains nothing.",
-                "Give at least 1, or None for the training config's epochs.",
-            )
-
-
-@dataclass
-class LevelResult:
-    """One level of the loop.
-
-    Attributes
-    ----------
-    level
-        0 for the k-means pseudo-labels, 1, 2, ... for the trained levels.
-    labels
-        ``(Z, H, W) uint8`` the level's labels of the whole stack: the k-means labels for
-        level 0, the model's prediction otherwise.
-    checkpoint
-        The level's model; ``None`` for level 0.
-    class_fractions
-        Class name -> share of the k-means lung voxels of the evaluated slices
-        (``slices`` and ``new_slices``) given that class.
-    stack_fractions
-        Class name -> share of all voxels of the evaluated slices given that class.
-    collapsed
-        The collapse guard fired: this level is not the result.
-    reason
-        Why it collapsed, in words; empty otherwise.
-    frozen
-        Names of the layers frozen while training this level.
-    """
-
-    level: int
-    labels: np.ndarray
-    checkpoint: Checkpoint | None
-    class_fractions: dict[str, float]
-    stack_fractions: dict[str, float] = field(default_factory=dict)
-    collapsed: bool = False
-    reason: str = ""
-    frozen: tuple[str, ...] = ()
-
-
-@dataclass
-class SelfLearningResult:
-    """Every level of the loop, the k-means step and what happened.
-
-    Attributes
-    ----------
-    levels
-        Level 0 (k-means) first; a collapsed level, if any, is the last entry.
-    pseudolabels
-        The k-means pipeline's steps (lung mask, centres, notes).
-    classes
-        Names of the label values.
-    slices, new_slices
-        ``int64`` slices level 1 trained on, and the other slices levels 2+ added.
-    stopped
-        The stop flag ended the loop; a level stopped mid-training is discarded.
-    notes
-        The k-means notes, then what the loop decided.
-    """
-
-    levels: list[LevelResult]
-    pseudolabels: PseudoLabelResult
-    classes: ClassTable
-    slices: np.ndarray
-    new_slices: np.ndarray
-    stopped: bool = False
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def final(self) -> LevelResult:
-        """The last level that did not collapse (level 0 if none trained)."""
-        return [lv for lv in self.levels if not lv.collapsed][-1]
-
-    @property
-    def collapsed(self) -> bool:
-        """Whether the collapse guard stopped the loop."""
-        return any(lv.collapsed for lv in self.levels)
-
-
-def class_names(k: int) -> list[str]:
-    """``background`` and the names of the k-means classes ``1..k``."""
-    return [
-        "background",
-        *(CLUSTER_NAMES[v - 1] if v <= 3 else f"cluster {v}" for v in range(1, k + 1)),
-    ]
-
-
-def weighted_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Modules that hold weights themselves, in the order the input reaches them.
-
-    The order is traced with a dummy forward pass, so it holds for any registry model:
-    ``stem.body.0`` (conv), ``stem.body.1`` (BatchNorm), ... for DRSegUNet;
-    ``encoders.0.0`` (conv), ``encoders.0.2`` (BatchNorm), ... for the UNet family.
-    Modules the pass does not reach follow in registration order.
-    """
-    layers = {
-        name: module
-        for name, module in model.named_modules()
-        if next(module.parameters(recurse=False), None) is not None
-    }
-    order: list[str] = []
-    hooks = [
-        module.register_forward_pre_hook(lambda m, i, name=name: order.append(name))
-        for name, module in layers.items()
-    ]
-    side = 2 * int(model.required_multiple)
-    shape: tuple[int, ...] = (1, model.config.in_channels, side, side)
-    if model.kind is ModelKind.VOLUME:
-        shape = (*shape[:2], int(model.required_depth), side, side)
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(torch.zeros(shape))
-    finally:
-        model.train(was_training)
-        for hook in hooks:
-            hook.remove()
-    called = list(dict.fromkeys(order))
-    return [(n, layers[n]) for n in called] + [
-        (n, m) for n, m in layers.items() if n not in called
-    ]
-
-
-def _stay_in_eval(self: nn.Module, mode: bool = True) -> nn.Module:
-    """``train()`` of a frozen BatchNorm: it stays in eval mode."""
-    return self
-
-
-def freeze_first_layers(model: nn.Module, n: int) -> list[str]:
-    """Freeze the first ``n`` layers with weights of ``model`` in place.
-
-    Their parameters get ``requires_grad = False``; a frozen BatchNorm is put in eval
-    mode and its ``train()`` made a no-op, so its running statistics stay as they are.
-
-    Returns
-    -------
-    list[str]
-        The names of the frozen layers.
-
-    Raises
-    ------
-    NumsnetError
-        The model has fewer than ``n`` layers with weights.
-    """
-    layers = weighted_layers(model)
-    if n > len(layers):
-        raise NumsnetError(
-            f"Cannot freeze {n} layers of a model with {len(layers)} layers with weights.",
-            f"Use frozen_layers <= {len(layers)}.",
-        )
-    for _, module in layers[:n]:
-        for param in module.parameters(recurse=False):
-            param.requires_grad_(False)
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.eval()
-            module.train = types.MethodType(_stay_in_eval, module)  # type: ignore[method-assign]
-    return [name for name, _ in layers[:n]]
-
-
-def label_fractions(
-    labels: np.ndarray, region: np.ndarray, names: Sequence[str]
-) -> dict[str, float]:
-    """Share of ``region``'s voxels given each label value.
-
-    Parameters
-    ----------
-    labels
-        ``(Z, H, W)`` integer labels, values ``0..len(names) - 1``.
-    region
-        ``(Z, H, W) bool`` voxels to count.
-    names
-        Name of each label value.
-
-    Returns
-    -------
-    dict[str, float]
-        Name -> fraction in [0, 1]; all 0 for an empty region.
-    """
-    counts = np.bincount(labels[region].ravel().astype(np.int64), minlength=len(names))
-    total = max(int(counts.sum()), 1)
-    return {name: float(counts[v]) / total for v, name in enumerate(names)}
-
-
-def collapse_reason(reference: LevelResult, level: LevelResult, config: SelfLearningConfig) -> str:
-    """Why ``level`` collapsed compared with the k-means ``reference``; empty if it did not.
-
-    A class covering more than ``min_class_fraction`` of the lung in ``reference`` that
-    falls below ``collapse_ratio`` times that share, or one class covering more than
-    ``1 - min_class_fraction`` of the slices when no class did so in ``reference``.
-    """
-    for name, before in reference.class_fractions.items():
-        after = level.class_fractions.get(name, 0.0)
-        if before > config.min_class_fraction and after < config.collapse_ratio * before:
-            return (
-                f"Level {level.level}: class '{name}' fell from {before:.1%} of the lung in the "
-                f"k-means labels to {after:.1%} (below {config.collapse_ratio:g} of its share)."
-            )
-    full = 1.0 - config.min_class_fraction
-    name, share = max(level.stack_fractions.items(), key=lambda item: item[1])
-    if share > full and max(reference.stack_fractions.values()) <= full:
-        return f"Level {level.level}: class '{name}' covers {share:.1%} of the slices."
-    return ""
+__all__ = [
+    "CLUSTER_NAMES",
+    "LevelResult",
+    "SelfLearningConfig",
+    "SelfLearningResult",
+    "class_names",
+    "collapse_reason",
+    "freeze_first_layers",
+    "label_fractions",
+    "self_learning",
+]
 
 
 def _check_slices(

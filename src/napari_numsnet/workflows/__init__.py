@@ -1,0 +1,1 @@
+"""Workflows: what the command line and the plugin run, built on the core packages."""
