@@ -149,7 +149,7 @@ class PredictController:
         start, stop = settings.slice_range or (0, len(result.labels))
         layer = self.prediction_layer(image)
         last = None if layer is None else self._predicted.get(id(layer))
-        if layer is not None and last is not None and not np.array_equal(last, layer.data):
+        if layer is not None and last is not None and self._unaccepted(layer, last):
             # Corrections not accepted yet: keep that layer as it is, predict into a new one.
             L.info(layer)["role"] = "corrections"
             layer.name = f"{image.name} prediction (corrections not accepted)"
@@ -188,6 +188,22 @@ class PredictController:
                 blending="additive",
                 visible=False,
             )
+
+    def _unaccepted(self, layer: Labels, last: np.ndarray) -> bool:
+        """Whether ``layer`` holds edits since the last prediction that were not accepted
+        (a slice accepted into the annotations, as it is, does not count)."""
+        data = np.asarray(layer.data)
+        changed = np.flatnonzero((data != last).reshape(len(data), -1).any(axis=1))
+        labels = self.annotation.labels
+        for z in changed.tolist():
+            accepted = (
+                labels is not None
+                and z in self.annotation.annotated
+                and np.array_equal(np.asarray(labels.data[z]), data[z])
+            )
+            if not accepted:
+                return True
+        return False
 
     def prediction_layer(self, image: Image | None = None) -> Labels | None:
         """The prediction layer of ``image`` (default: the annotated image), if any."""
