@@ -163,3 +163,23 @@ def test_ranks_share_the_free_cores(monkeypatch):
     load.busy = 3.0  # the other rank's load (and more): not a reason to change
     load.advance(10.0)
     assert threads.revisit() is None
+
+
+def test_training_revisits_between_epochs(monkeypatch, tiny_config, fast_training, square_stack):
+    from napari_numsnet.engine import trainer
+    from napari_numsnet.models import create_model
+
+    calls = []
+
+    def revisit():
+        calls.append(1)
+        threads._current = ThreadChoice(1, 2, busy=1)
+        torch.set_num_threads(1)
+        return threads._current
+
+    monkeypatch.setattr(threads, "revisit", revisit)
+    model = create_model(tiny_config())
+    config = fast_training.replace(epochs=2)
+    result = trainer.fit(model, [square_stack()], config, val_stacks=[square_stack(seed=1)])
+    assert len(calls) == result.record["epochs_done"] >= 2
+    assert result.record["device"].startswith("CPU, 1 thread (2 cores, 1 busy)")

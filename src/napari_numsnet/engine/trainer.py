@@ -26,7 +26,7 @@ from torch import nn
 from napari_numsnet.config import TrainConfig, step_budget
 from napari_numsnet.data.augment import random_affine, random_intensity
 from napari_numsnet.data.dataset import StackSample, TrainingStack
-from napari_numsnet.engine import distributed
+from napari_numsnet.engine import distributed, threads
 from napari_numsnet.engine.batches import Batch, BatchSource, annotated_count, make_source
 from napari_numsnet.engine.device import amp_dtype, describe_device, seed_everything, select_device
 from napari_numsnet.engine.events import ProgressCallback, TrainEvent, TrainState
@@ -308,6 +308,8 @@ def fit(
         }
         record["epochs"].append(entry)
         record["epochs_done"] = epoch
+        if threads.revisit():  # the load changed: another CPU thread count from now on
+            record["device"] = describe_device(device)
         improved = math.isfinite(score) and score > run.best_score
         if improved:
             run.best_score, run.best_step, run.stale = score, step, 0
