@@ -12,7 +12,6 @@ import torch
 from napari_numsnet import pipeline
 from napari_numsnet.config import TrainConfig
 from napari_numsnet.data.dataset import TrainingStack
-from napari_numsnet.engine import trainer as trainer_module
 from napari_numsnet.engine.events import TrainState
 from napari_numsnet.engine.trainer import fit
 from napari_numsnet.engine.validation import evaluate_stacks, label_names
