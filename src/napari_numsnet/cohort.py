@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -468,7 +468,8 @@ def _predict_in_workers(
 
     try:
         while conns:
-            for conn in wait(list(conns)):
+            for ready in wait(list(conns)):
+                conn = cast(Connection, ready)
                 index = conns[conn]
                 try:
                     kind, payload = conn.recv()

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -262,11 +262,11 @@ def train(
     elif transfer_from is not None:
         preprocess = transfer_from.preprocess
         net = transfer_model(transfer_from, model.num_classes)
-        model = net.config
+        model = cast(ModelConfig, net.config)
         record = {"transferred_from": transfer_from.model_config.name}
     else:
         net = create_model(model)
-        model = net.config
+        model = cast(ModelConfig, net.config)
     preprocess = preprocess or default_preprocess(stacks[0].image)
     values = model.num_classes if model.exclusive else model.num_classes + 1
     classes = classes or ClassTable.default(values)

@@ -12,7 +12,7 @@ import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -22,6 +22,7 @@ from napari_numsnet.errors import NumsnetError, ResourceError, resource_error
 from napari_numsnet.io.atomic import atomic_path, remove_own_temporaries, write_fully
 from napari_numsnet.io.resources import check_allocation
 from napari_numsnet.models import create_model
+from napari_numsnet.models.base import ModelContract
 
 FORMAT = "napari-numsnet-checkpoint"
 VERSION = 1
@@ -262,13 +263,14 @@ def transfer_model(checkpoint: Checkpoint, num_classes: int) -> nn.Module:
     """
     config = checkpoint.model_config.replace(num_classes=num_classes)
     model = create_model(config)
+    contract = cast(ModelContract, model)
     own = model.state_dict()
     reused = {
         k: v
         for k, v in checkpoint.state_dict.items()
-        if not model.is_head_parameter(k) and k in own and own[k].shape == v.shape
+        if not contract.is_head_parameter(k) and k in own and own[k].shape == v.shape
     }
-    missing = [k for k in own if k not in reused and not model.is_head_parameter(k)]
+    missing = [k for k in own if k not in reused and not contract.is_head_parameter(k)]
     if missing:
         raise NumsnetError(
             f"The checkpoint's {checkpoint.model_config.name} does not match the new model "

@@ -369,7 +369,7 @@ def supervised_loss(
     cross-entropy. ``mask`` ``(B, *spatial)`` marks the pixels or voxels that count.
     """
     heads = output.heads if output.heads is not None else (output.logits,)
-    total = 0.0
+    total: torch.Tensor | float = 0.0
     for head in heads:
         size = head.shape[2:]
         if mask is None:
@@ -377,7 +377,7 @@ def supervised_loss(
         else:
             head_labels, head_mask = labels_and_mask_at(labels, mask, size)
         total = total + loss_fn(head, head_labels, exclusive, head_mask)
-    loss = total / len(heads)
+    loss = torch.as_tensor(total) / len(heads)
     if output.presence is not None:
         with _no_autocast(output.presence):
             target = presence_targets(labels, output.presence.shape[1], exclusive)

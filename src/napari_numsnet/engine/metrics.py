@@ -85,8 +85,8 @@ def confusion_counts(
     is_torch = isinstance(pred, torch.Tensor) or isinstance(ref, torch.Tensor)
     if is_torch:
         device = pred.device if isinstance(pred, torch.Tensor) else ref.device
-        p = torch.as_tensor(pred, device=device).reshape(-1).long()
-        r = torch.as_tensor(ref, device=device).reshape(-1).long()
+        p: ArrayLike = torch.as_tensor(pred, device=device).reshape(-1).long()
+        r: ArrayLike = torch.as_tensor(ref, device=device).reshape(-1).long()
         keep = _keep_mask(
             None if mask is None else torch.as_tensor(mask, device=device), tuple(pred.shape)
         )

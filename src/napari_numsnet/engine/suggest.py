@@ -52,7 +52,6 @@ SCORES = PROBABILITY_SCORES + PAIR_SCORES
 DEFAULT_SCORE = "entropy"
 DEFAULT_WEIGHTING: Weighting = "sum"
 
-Weighting = Literal["foreground", "sum"]
 #: The smoothing area ``s`` of the foreground weighting, as a fraction of a slice's area.
 SMOOTH_FRACTION = 0.01
 _EPS = 1e-12

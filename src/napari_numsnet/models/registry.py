@@ -159,7 +159,7 @@ def create_model(config: ModelConfig) -> nn.Module:
             "Count the background as a class for exclusive labels (background + organs).",
         )
     model = spec.build(config, widths)
-    model.config = config.replace(name=spec.name, widths=widths)
+    model.config = config.replace(name=spec.name, widths=widths)  # type: ignore[assignment]
     return model
 
 
