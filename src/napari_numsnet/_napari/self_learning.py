@@ -82,7 +82,9 @@ class SelfLearningController(QObject):
             self_learning,
             stack,
             model,
-            s.training.replace(epochs=self.epochs, learning_rate=self.learning_rate),
+            s.training.replace(
+                epochs=self.epochs, steps=0, steps_per_slice=0, learning_rate=self.learning_rate
+            ),
             kmeans,
             SelfLearningConfig(levels=self.levels),
             preprocess=pipeline.default_preprocess(stack, s.preprocess),

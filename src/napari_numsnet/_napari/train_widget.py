@@ -1,4 +1,4 @@
-"""Train tab: model, preset, epochs, learning rate, batch size, device; progress and live plot."""
+"""Train tab: model, preset, steps or epochs, learning rate, batch size, device; progress, plot."""
 
 from __future__ import annotations
 
@@ -54,6 +54,13 @@ class TrainWidget(QWidget):
         self.preset = QComboBox()
         self.preset.addItems(list(PRESETS))
         self.epochs = QSpinBox(minimum=1, maximum=10_000)
+        self.epochs.setToolTip("Passes over the annotated slices (presets that count epochs).")
+        self.steps = QSpinBox(minimum=0, maximum=1_000_000, singleStep=50)
+        self.steps.setSpecialValueText("auto")
+        self.steps.setToolTip(
+            "Optimiser steps of a run. auto: the preset's budget, which grows with the "
+            "annotation (150 steps a slice, 400 to 4,000 in the fast preset)."
+        )
         self.learning_rate = QDoubleSpinBox(decimals=6, minimum=1e-6, maximum=1.0, singleStep=1e-4)
         self.batch_size = QSpinBox(minimum=1, maximum=256)
         self.device = QComboBox()
@@ -111,6 +118,7 @@ class TrainWidget(QWidget):
         form = QFormLayout()
         form.addRow("Model", self.model)
         form.addRow("Preset", self.preset)
+        form.addRow("Steps", self.steps)
         form.addRow("Epochs", self.epochs)
         form.addRow("Learning rate", self.learning_rate)
         form.addRow("Batch size", self.batch_size)
@@ -144,7 +152,7 @@ class TrainWidget(QWidget):
         self.preset.currentTextChanged.connect(self._on_preset)
         for widget in (self.model, self.device, self.width_scale, self.cascade):
             widget.currentIndexChanged.connect(lambda *_: self.write_settings())
-        for widget in (self.epochs, self.batch_size, self.size, self.learning_rate):
+        for widget in (self.steps, self.epochs, self.batch_size, self.size, self.learning_rate):
             widget.valueChanged.connect(lambda *_: self.write_settings())
         self.augment.toggled.connect(lambda *_: self.write_settings())
         self.train_button.clicked.connect(lambda *_: self._start(resume=False))
@@ -180,9 +188,21 @@ class TrainWidget(QWidget):
 
     def _show_settings(self) -> None:
         s = self.controller.settings
-        widgets = (self.epochs, self.batch_size, self.learning_rate, self.size, self.augment)
+        widgets = (
+            self.steps,
+            self.epochs,
+            self.batch_size,
+            self.learning_rate,
+            self.size,
+            self.augment,
+        )
         for widget in widgets:
             widget.blockSignals(True)
+        counts_steps = self._preset_counts_steps()
+        self.steps.setEnabled(counts_steps)
+        self.epochs.setEnabled(not counts_steps)
+        fixed = s.training.steps if s.training.steps_per_slice == 0 else 0
+        self.steps.setValue(fixed if counts_steps else 0)
         self.epochs.setValue(s.training.epochs)
         self.batch_size.setValue(s.training.batch_size)
         self.learning_rate.setValue(s.training.learning_rate)
@@ -191,6 +211,10 @@ class TrainWidget(QWidget):
         for widget in widgets:
             widget.blockSignals(False)
         self.write_settings()
+
+    def _preset_counts_steps(self) -> bool:
+        """``True`` when the chosen preset's budget is in steps (else in epochs)."""
+        return PRESETS[self.preset.currentText()].train.steps > 0
 
     def write_settings(self) -> None:
         """Copy the fields into the controller's settings."""
@@ -202,8 +226,19 @@ class TrainWidget(QWidget):
         s.cascade_region = (
             None if region is None else ModelConfig(region, widths=scaled_widths(region, scale))
         )
+        preset = PRESETS[self.preset.currentText()].train
+        if not self._preset_counts_steps():
+            budget = {"epochs": self.epochs.value(), "steps": 0, "steps_per_slice": 0}
+        elif self.steps.value() == 0:  # auto: the preset's rule
+            budget = {
+                "steps": preset.steps,
+                "steps_per_slice": preset.steps_per_slice,
+                "min_steps": preset.min_steps,
+            }
+        else:
+            budget = {"steps": self.steps.value(), "steps_per_slice": 0}
         s.training = s.training.replace(
-            epochs=self.epochs.value(),
+            **budget,
             batch_size=self.batch_size.value(),
             learning_rate=self.learning_rate.value(),
             device=self.device.currentText(),

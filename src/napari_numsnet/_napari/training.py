@@ -68,7 +68,7 @@ class TrainSettings:
     transfer_from: str | None = None
 
     def apply_preset(self, name: str) -> None:
-        """Take the epochs, batch size, learning rate and slice size of a preset."""
+        """Take the budget, batch size, learning rate and slice size of a preset."""
         preset = PRESETS[name]
         self.training = preset.train.replace(device=self.training.device)
         self.preprocess = preset.preprocess
