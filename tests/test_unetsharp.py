@@ -92,3 +92,17 @@ def test_trains_with_fit_including_single_slice_batches():
     )
     result = fit(tiny(), [stack], TrainConfig(epochs=2, batch_size=2, device="cpu", amp=False))
     assert result.record["epochs_done"] == 2
+
+
+def test_fast_mode_without_the_guide_skips_the_deep_encoder():
+    """Fast mode at level k computes only nodes with i + j <= k, the encoder included."""
+    from napari_numsnet.models.unetsharp import UNetSharp
+
+    model = UNetSharp(1, 2, (2, 2, 2, 2, 2), classification_guided=False).eval()
+    model.set_inference_head(1)
+    run = []
+    for name, node in model.nodes.items():
+        node.register_forward_hook(lambda m, i, o, name=name: run.append(name))
+    with torch.no_grad():
+        model(torch.randn(1, 1, 32, 32))
+    assert sorted(run) == ["x_0_0", "x_0_1", "x_1_0"]

@@ -139,10 +139,14 @@ class UNetSharp(ModelContract, nn.Module):
         self.guide = ClassificationGuide(f[4], num_classes) if classification_guided else None
 
     def _compute(self, x: Tensor, level: int) -> dict[tuple[int, int], Tensor]:
-        """Every node with i + j <= level (all of them at level 4)."""
+        """Every node with i + j <= level (all of them at level 4).
+
+        The encoder column X(i,0) stops at i = level too, unless the classification
+        guide is built: it reads the deepest encoder node X(4,0).
+        """
         out: dict[tuple[int, int], Tensor] = {}
         h = x
-        for i in range(DEPTH):
+        for i in range(DEPTH if self.guide is not None else level + 1):
             if i:
                 h = self.pool(h)
             h = self.nodes[f"x_{i}_0"](h)
