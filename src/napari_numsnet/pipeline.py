@@ -11,11 +11,9 @@ functions; none of them imports napari or Qt.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import numpy as np
 import torch
@@ -40,11 +38,7 @@ from napari_numsnet.engine.metrics import SegmentationMetrics
 from napari_numsnet.engine.predict import Prediction, predict_volume
 from napari_numsnet.engine.trainer import CheckpointCallback, fit
 from napari_numsnet.errors import NumsnetError
-from napari_numsnet.io.atomic import atomic_path
-from napari_numsnet.io.classes import ClassTable, load_class_table
-from napari_numsnet.io.labels import read_labels, write_labels
-from napari_numsnet.io.naming import labels_name, probabilities_path
-from napari_numsnet.io.volume import EXTENSIONS, Volume, read_volume
+from napari_numsnet.io.classes import ClassTable
 from napari_numsnet.models import create_model, get_spec, scaled_widths
 
 #: Window applied to CT in Hounsfield units before min-max scaling (HU).
@@ -75,33 +69,6 @@ class AnnotatedStack:
     annotated: Sequence[int] | None = None
     val_slices: Sequence[int] = ()
     name: str = "stack"
-
-
-@dataclass
-class Sample:
-    """The shipped CT sample: image, reference labels, class table, geometry."""
-
-    volume: Volume
-    labels: np.ndarray
-    classes: ClassTable
-    path: Path
-    labels_path: Path
-
-
-def sample_dir() -> Path:
-    """Folder of the shipped sample data."""
-    return Path(str(resources.files("napari_numsnet") / "sample_data"))
-
-
-def load_sample() -> Sample:
-    """The CT sample: 30 axial slices of 122 x 101 voxels, 3 mm, HU, five classes."""
-    folder = sample_dir()
-    volume = read_volume(folder / "ct_sample.nii.gz")
-    labels = read_labels(folder / "ct_sample_labels.nii.gz", like=volume.meta)
-    classes = load_class_table(folder / "ct_sample_classes.json")
-    return Sample(
-        volume, labels, classes, folder / "ct_sample.nii.gz", folder / "ct_sample_labels.nii.gz"
-    )
 
 
 def default_preprocess(
@@ -411,131 +378,38 @@ def annotate_train_predict(
     return LoopResult(checkpoint, prediction, split, unseen, scores)
 
 
-def stack_files(inputs: Sequence[str | Path]) -> list[Path]:
-    """Every readable stack among ``inputs`` (files, or folders searched one level deep)."""
-    files: list[Path] = []
-    for item in map(Path, inputs):
-        if item.is_dir():
-            files += sorted(
-                p
-                for p in item.iterdir()
-                if p.is_file() and is_stack(p) and not p.name.startswith(".")
-            )
-        elif item.is_file():
-            files.append(item)
-        else:
-            raise NumsnetError(f"{item} does not exist.", "Give existing files or folders.")
-    if not files:
-        raise NumsnetError(
-            f"No image stack found in {', '.join(map(str, inputs))}.",
-            f"Give files ending in {', '.join(EXTENSIONS)}.",
-        )
-    return files
+# The sample loader and the file predictions live in workflows/; kept here for importers.
+from napari_numsnet.workflows.predict_files import (  # noqa: E402
+    is_stack,
+    make_predictor,
+    output_name,
+    predict_files,
+    prediction_targets,
+    stack_files,
+    write_probabilities,
+)
+from napari_numsnet.workflows.sample import Sample, load_sample, sample_dir  # noqa: E402
 
-
-def is_stack(path: Path) -> bool:
-    """Whether ``path`` has the extension of a readable stack."""
-    return any(path.name.lower().endswith(ext) for ext in EXTENSIONS)
-
-
-def output_name(path: Path) -> str:
-    """``name_labels.<ext>``: the file name of the label stack predicted from ``path``."""
-    return labels_name(path)
-
-
-def prediction_targets(
-    inputs: Sequence[str | Path], output: str | Path
-) -> list[tuple[Path, Path]]:
-    """``(stack, label file)`` for every stack of ``inputs`` predicted into the folder
-    ``output``.
-
-    Outputs of an earlier run that lie among the inputs (an output folder that is also
-    an input) are no new inputs.
-
-    Raises
-    ------
-    NumsnetError
-        No stack found, an input missing, or two inputs that would write the same
-        output file (same file name in different folders).
-    """
-    output = Path(output)
-    files = stack_files(inputs)
-    targets = {(output / output_name(p)).resolve() for p in files}
-    pairs: list[tuple[Path, Path]] = []
-    seen: dict[str, Path] = {}
-    for path in files:
-        if path.resolve() in targets:
-            continue
-        name = output_name(path)
-        if name in seen:
-            raise NumsnetError(
-                f"{seen[name]} and {path} would both be written to {output / name}.",
-                "Rename one of them, or predict the folders into separate outputs.",
-            )
-        seen[name] = path
-        pairs.append((path, output / name))
-    return pairs
-
-
-def make_predictor(
-    checkpoint: Checkpoint | Any, config: PredictConfig, probabilities: bool = False
-) -> Callable[[np.ndarray], Prediction]:
-    """``image (Z, H, W) -> Prediction`` for many stacks: a checkpoint's model is built
-    once; any other predictor (a :class:`~napari_numsnet.cascade.Cascade`) is called
-    through its ``predict(image, config, probabilities)``."""
-    if isinstance(checkpoint, Checkpoint):
-        model = checkpoint.build_model()
-
-        def run(image: np.ndarray) -> Prediction:
-            return predict_volume(
-                model, image, checkpoint.preprocess, config, return_probabilities=probabilities
-            )
-
-        return run
-    return lambda image: checkpoint.predict(image, config, probabilities=probabilities)
-
-
-def write_probabilities(labels_path: str | Path, probabilities: np.ndarray) -> Path:
-    """Save ``(C, Z, H, W)`` probabilities atomically as ``<stem>_probabilities.npy``
-    beside the label file ``labels_path``."""
-    target = probabilities_path(labels_path)
-    with atomic_path(target) as tmp:
-        np.save(tmp, probabilities)
-    return target
-
-
-def predict_files(
-    checkpoint: Checkpoint | Any,
-    inputs: Sequence[str | Path],
-    output: str | Path,
-    config: PredictConfig = PredictConfig(),
-    stack_axis: int | None = None,
-    probabilities: bool = False,
-    overwrite: bool = False,
-) -> list[tuple[Path, Path]]:
-    """Segment every stack of ``inputs``; write each label stack with its geometry.
-
-    With one input file, ``output`` may be the output file; otherwise it is a folder
-    receiving ``<name>_labels.<ext>`` (see :func:`prediction_targets`). Existing outputs
-    are skipped unless ``overwrite`` (so an interrupted run can be restarted). Every file
-    is written atomically. ``checkpoint`` may also be a predictor with
-    ``predict(image, config, probabilities)``, such as a
-    :class:`~napari_numsnet.cascade.Cascade`.
-    """
-    files = stack_files(inputs)
-    output = Path(output)
-    if len(files) == 1 and is_stack(output) and not output.is_dir():
-        pairs = [(files[0], output)]
-    else:
-        output.mkdir(parents=True, exist_ok=True)
-        pairs = prediction_targets(files, output)
-    run = make_predictor(checkpoint, config, probabilities)
-    for path, target in pairs:
-        if target.exists() and not overwrite:
-            continue
-        volume = read_volume(path, stack_axis=stack_axis)
-        result = run(volume.data)
-        write_labels(target, result.labels, volume.meta)
-        if probabilities and result.probabilities is not None:
-            write_probabilities(target, result.probabilities)
-    return pairs
+__all__ = [
+    "CT_WINDOW",
+    "AnnotatedStack",
+    "LoopResult",
+    "Sample",
+    "annotate_train_predict",
+    "build_training_data",
+    "default_preprocess",
+    "evaluate",
+    "is_stack",
+    "load_sample",
+    "make_predictor",
+    "model_for_preset",
+    "output_name",
+    "plan_slices",
+    "predict",
+    "predict_files",
+    "prediction_targets",
+    "sample_dir",
+    "stack_files",
+    "train",
+    "write_probabilities",
+]
