@@ -46,7 +46,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def _annotated(args: argparse.Namespace, shape: tuple[int, ...], meta) -> list[int]:
     from napari_numsnet import options
-    from napari_numsnet.cli import _parse_slices
+    from napari_numsnet.commands.common import _parse_slices
 
     given = _parse_slices(args.annotated) or []
     options.check_slices("--annotated", given, shape[0], str(args.image))

@@ -1,0 +1,139 @@
+"""Helpers shared by the command-line commands: progress, budgets, argument parsing."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+from napari_numsnet.config import (
+    step_budget,
+)
+from napari_numsnet.errors import NumsnetError
+
+
+def _budget(training, annotated: int) -> str:
+    """The run's budget in words: ``450 steps (150 a slice, 400..4000)`` or ``60 epochs``."""
+    if training.steps > 0 and training.steps_per_slice > 0:
+        steps = step_budget(training, annotated, 0)
+        return (
+            f"{steps} steps ({training.steps_per_slice} a slice, "
+            f"{training.min_steps}..{training.steps})"
+        )
+    if training.steps > 0:
+        return f"{training.steps} steps"
+    return f"{training.epochs} epochs"
+
+
+def _with_budget(training, epochs: int | None, steps: int | None):
+    """``--epochs`` (an epoch count) or ``--steps`` (a fixed budget) override the preset's."""
+    if epochs is not None and steps is not None:
+        raise NumsnetError(
+            "Both --epochs and --steps were given.", "Give one budget: --steps or --epochs."
+        )
+    if epochs is not None:
+        return training.replace(epochs=epochs, steps=0, steps_per_slice=0)
+    if steps is not None:
+        return training.replace(steps=steps, steps_per_slice=0)
+    return training
+
+
+def _progress(validations: int = 25, quiet: bool = False):
+    """A TrainEvent callback: a tqdm bar in a terminal, else about ten validation lines."""
+    from tqdm import tqdm
+
+    bar = None
+    every = max(1, validations // 10)  # fit() validates at most 25 times a run
+
+    def callback(event) -> None:
+        nonlocal bar
+        if quiet:
+            return
+        if event.kind == "start":
+            print(event.message, flush=True)
+            if sys.stdout.isatty():
+                bar = tqdm(total=event.total_steps, unit="step", desc="training")
+        elif event.kind == "step" and bar is not None:
+            bar.update(1)
+            bar.set_postfix(epoch=event.epoch, loss=f"{event.loss:.3f}", refresh=False)
+        elif event.kind == "epoch":
+            dice = np.mean(list(event.val_dice.values())) if event.val_dice else float("nan")
+            if bar is not None:
+                bar.set_postfix(
+                    epoch=event.epoch, loss=f"{event.loss:.3f}", val_dice=f"{dice:.3f}"
+                )
+            elif event.epoch % every == 0 or event.epoch == 1:
+                print(
+                    f"  step {event.step:>5}  loss {event.loss:.4f}  val Dice {dice:.3f}  "
+                    f"{event.slices_per_second:.1f} slices/s",
+                    flush=True,
+                )
+        elif event.kind == "end":
+            if bar is not None:
+                bar.close()
+            print(f"training {event.message} after {event.step} steps", flush=True)
+
+    return callback
+
+
+def _score_table(scores: dict[str, dict[str, float]]) -> str:
+    lines = [f"  {'class':<14}{'Dice':>8}{'IoU':>8}{'Prec.':>8}{'Recall':>8}"]
+    for name, m in scores.items():
+        cells = "".join(f"{m[k]:>8.3f}" for k in ("dice", "iou", "precision", "recall"))
+        lines.append(f"  {name:<14}{cells}")
+    present = [m for m in scores.values() if not np.isnan(m["dice"])]
+    if present:
+        cells = "".join(
+            f"{np.mean([m[k] for m in present]):>8.3f}"
+            for k in ("dice", "iou", "precision", "recall")
+        )
+        lines.append(f"  {'mean':<14}{cells}")
+    return "\n".join(lines)
+
+
+def _machine() -> str:
+    import platform
+
+    import torch
+
+    return (
+        f"{platform.system()} {platform.machine()}, {torch.get_num_threads()} CPU threads, "
+        f"Python {platform.python_version()}, torch {torch.__version__}"
+    )
+
+
+def _read_stack(path: str, stack_axis: int | None):
+    from napari_numsnet.io.volume import read_volume
+
+    return read_volume(path, stack_axis=stack_axis)
+
+
+def _parse_slices(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    out: list[int] = []
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if "-" in part:
+                a, b = part.split("-")
+                out.extend(range(int(a), int(b) + 1))
+            elif part:
+                out.append(int(part))
+    except ValueError:
+        raise NumsnetError(
+            f"Cannot read the slice list {text!r}.",
+            "Give slice numbers and ranges separated by commas, e.g. '3,7,10-12'.",
+        ) from None
+    return out
+
+
+def _parse_widths(text: str) -> tuple[int, ...]:
+    """``'4,8,8,8,8'`` -> ``(4, 8, 8, 8, 8)``: filters per depth (advanced, for tests)."""
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of integers"
+        ) from None

@@ -1,0 +1,148 @@
+"""``numsnet train``: one model or a cascade from annotated slices."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from napari_numsnet import options
+from napari_numsnet.commands.common import (
+    _parse_slices,
+    _progress,
+    _read_stack,
+    _with_budget,
+)
+from napari_numsnet.config import (
+    DEFAULT_MODEL,
+    get_preset,
+)
+from napari_numsnet.errors import NumsnetError
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train on one or more stacks; under torchrun, one process per GPU (or CPU share)."""
+    from napari_numsnet.engine import distributed
+
+    context = distributed.init_from_env(device=args.device)
+    try:
+        return _train(args, context)
+    finally:
+        distributed.shutdown()
+
+
+def _train(args: argparse.Namespace, context) -> int:
+    from napari_numsnet import pipeline
+    from napari_numsnet.engine import distributed
+    from napari_numsnet.engine.checkpoint import load_checkpoint, save_checkpoint
+    from napari_numsnet.engine.run_saver import periodic_saver, resume_path
+    from napari_numsnet.io.classes import ClassTable, load_class_table
+    from napari_numsnet.io.labels import read_labels
+
+    if len(args.image) != len(args.labels):
+        raise NumsnetError(
+            f"{len(args.image)} image(s) but {len(args.labels)} label file(s).",
+            "Give one label file per image, in the same order.",
+        )
+    if len(args.image) > 1 and (args.annotated or args.val):
+        raise NumsnetError(
+            "--annotated and --val name slices of one stack, but several stacks are given.",
+            "Leave them out: every labelled slice of each stack counts as annotated.",
+        )
+    options.check_train_options(args)  # before any work: numbers, conflicts, the output
+    volumes = [_read_stack(path, args.stack_axis) for path in args.image]
+    labels = [read_labels(path, like=v.meta) for path, v in zip(args.labels, volumes, strict=True)]
+    annotated, val = _parse_slices(args.annotated), _parse_slices(args.val)
+    options.check_slices("--annotated", annotated, volumes[0].data.shape[0], args.image[0])
+    options.check_slices("--val", val, volumes[0].data.shape[0], args.image[0])
+    options.check_val_within(annotated, val)
+    for lab, path in zip(labels, args.labels, strict=True):
+        options.check_not_background(lab, annotated, path)
+    preset = get_preset(args.preset)
+    resume = load_checkpoint(resume_path(args.resume, args.output)) if args.resume else None
+    transfer = load_checkpoint(args.transfer) if args.transfer else None
+    if args.classes:
+        classes = load_class_table(args.classes)
+    elif resume is not None and not args.num_classes:
+        # Continue with the checkpoint's classes, even if this annotation lacks some.
+        classes = ClassTable.from_names(resume.class_names)
+    else:
+        values = args.num_classes or max(int(lab.max()) for lab in labels) + 1
+        options.check_class_count(values, f"The labels (largest value {values - 1})")
+        classes = ClassTable.default(max(values, 2))
+    model_name = args.model or DEFAULT_MODEL
+    model_cfg = pipeline.model_for_preset(model_name, classes.num_values, preset)
+    if args.widths:
+        model_cfg = model_cfg.replace(widths=args.widths)
+    device = str(context.device) if context else args.device
+    training = preset.train.replace(device=device, seed=args.seed)
+    training = _with_budget(training, args.epochs, args.steps)
+    for key in ("batch_size", "learning_rate"):
+        if getattr(args, key) is not None:
+            training = training.replace(**{key: getattr(args, key)})
+    preprocess = pipeline.default_preprocess(volumes[0].data, preset.preprocess)
+    if args.size is not None:
+        preprocess = preprocess.replace(size=args.size or None)
+    stacks = [
+        pipeline.AnnotatedStack(
+            volume.data,
+            lab,
+            _parse_slices(args.annotated),
+            _parse_slices(args.val) or (),
+            name=Path(path).name,
+        )
+        for volume, lab, path in zip(volumes, labels, args.image, strict=True)
+    ]
+    if args.cascade:
+        return _train_cascade(args, stacks, model_cfg, training, preprocess, classes, preset)
+    main_process = context is None or context.is_main
+    checkpoint = pipeline.train(
+        stacks,
+        model_cfg,
+        training,
+        preprocess,
+        classes,
+        resume=resume,
+        transfer_from=transfer,
+        callback=_progress(quiet=not main_process),
+        on_checkpoint=periodic_saver(
+            args.output, resume.preprocess if resume else preprocess, classes.names, training
+        ),
+    )
+    if main_process:  # one writer: rank 0
+        path = save_checkpoint(checkpoint, args.output)
+        last = checkpoint.record["epochs"][-1] if checkpoint.record.get("epochs") else {}
+        print(
+            f"checkpoint: {path} ({checkpoint.epochs_done} epochs, last loss {last.get('loss')})"
+        )
+        if last.get("val_dice"):
+            dice = ", ".join(f"{k} {v:.3f}" for k, v in last["val_dice"].items())
+            print(f"validation Dice: {dice}")
+    distributed.barrier()
+    return 0
+
+
+def _train_cascade(args, stack, inner_cfg, training, preprocess, classes, preset) -> int:
+    from napari_numsnet import pipeline
+    from napari_numsnet.cascade import save_cascade, train_cascade
+
+    if args.resume or args.transfer:
+        raise NumsnetError(
+            "--cascade cannot be combined with --resume or --transfer.",
+            "Train the cascade from scratch.",
+        )
+    region_cfg = pipeline.model_for_preset(args.cascade, 2, preset)
+    if args.widths:
+        region_cfg = region_cfg.replace(widths=args.widths)
+    cascade = train_cascade(
+        stack,
+        region_cfg,
+        inner_cfg,
+        training,
+        preprocess,
+        classes,
+        region_values=_parse_slices(args.region_values),
+        callback=_progress(),
+    )
+    path = save_cascade(cascade, args.output)
+    print(f"cascade: {path} (region: {region_cfg.name}, inside: {inner_cfg.name})")
+    return 0
