@@ -13,6 +13,7 @@ from napari_numsnet.config import SamplingConfig, TrainConfig
 from napari_numsnet.data.augment import random_intensity
 from napari_numsnet.data.dataset import StackSample
 from napari_numsnet.data.slices import select_slices, spread_indices
+from napari_numsnet.engine import step as step_module
 from napari_numsnet.engine import trainer as trainer_module
 from napari_numsnet.engine.batches import (
     SequenceSource,
@@ -223,13 +224,13 @@ def test_runs_are_augmented_with_one_transform_and_fused_in_order(tiny_config, m
     stack = whole_stack(n=10, annotated=(3, 7))
     stack.images[:] = np.arange(10, dtype=np.float32)[:, None, None] / 10
     calls = []
-    real = trainer_module.random_affine
+    real = step_module.random_affine
 
     def spy(images, labels, generator, same_for_batch=False, **kwargs):
         calls.append((np.rint(images[:, 0, 0, 0].numpy() * 10).astype(int), same_for_batch))
         return real(images, labels, generator, same_for_batch=same_for_batch, **kwargs)
 
-    monkeypatch.setattr(trainer_module, "random_affine", spy)
+    monkeypatch.setattr(step_module, "random_affine", spy)
     config = recipe(steps=4, batch_size=4, augment=True, intensity_augment=True)
     fit(model_of(tiny_config, "numsnet"), [stack], config)
     assert len(calls) == 4

@@ -10,7 +10,6 @@ honoured within one step. No Qt, no napari: the widgets run it in a worker threa
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import threading
@@ -24,19 +23,18 @@ import torch
 from torch import nn
 
 from napari_numsnet.config import TrainConfig, step_budget
-from napari_numsnet.data.augment import random_affine, random_intensity
 from napari_numsnet.data.dataset import StackSample, TrainingStack
 from napari_numsnet.engine import distributed, threads
-from napari_numsnet.engine.batches import Batch, BatchSource, annotated_count, make_source
+from napari_numsnet.engine.batches import BatchSource, annotated_count, make_source
 from napari_numsnet.engine.device import amp_dtype, describe_device, seed_everything, select_device
 from napari_numsnet.engine.events import ProgressCallback, TrainEvent, TrainState
-from napari_numsnet.engine.losses import get_loss, supervised_loss
+from napari_numsnet.engine.losses import get_loss
 from napari_numsnet.engine.schedule import (
     learning_rate_factor,
     make_optimizer,
     set_learning_rate,
 )
-from napari_numsnet.engine.semisupervised import consistency_loss
+from napari_numsnet.engine.step import StepSetup, train_step
 from napari_numsnet.engine.validation import (
     evaluate_stacks,
     foreground_score,
@@ -97,64 +95,6 @@ def evaluation_interval(config: TrainConfig, steps_per_epoch: int, total: int) -
     if config.val_every > 0:
         return config.val_every
     return max(steps_per_epoch, math.ceil(total / 25))
-
-
-@dataclass
-class StepSetup:
-    """What every optimiser step of a run shares."""
-
-    loss_fn: Callable[..., torch.Tensor]
-    optimizer: torch.optim.Optimizer
-    config: TrainConfig
-    device: torch.device
-    generator: torch.Generator
-    exclusive: bool
-    dtype: torch.dtype | None = None
-    scaler: torch.amp.GradScaler | None = None
-
-
-def train_step(
-    model: nn.Module, batch: Batch, setup: StepSetup, unsupervised_weight: float = 0.0
-) -> float:
-    """One optimiser step on ``batch``; returns the loss.
-
-    2D batches are augmented on the device: the paper's affine (one transform for a run
-    of consecutive slices, one per slice otherwise), then nnU-Net's intensity changes.
-    The loss counts only the pixels of ``batch.mask``; with ``unsupervised_weight`` and
-    unannotated slices in the batch, FixMatch's consistency term is added.
-    """
-    config, device, generator = setup.config, setup.device, setup.generator
-    images = batch.images.to(device, non_blocking=True)
-    labels = batch.labels.to(device, non_blocking=True)
-    mask = None if batch.mask is None else batch.mask.to(device, non_blocking=True)
-    if config.augment and not batch.volumetric:  # 3D sub-volumes are not augmented
-        images, labels = random_affine(images, labels, generator, same_for_batch=batch.ordered)
-        if config.intensity_augment:
-            images = random_intensity(images, generator, same_for_batch=batch.ordered)
-    dtype, scaler, optimizer = setup.dtype, setup.scaler, setup.optimizer
-    autocast = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
-    with autocast:
-        out = model(images, None)
-        loss = supervised_loss(setup.loss_fn, out, labels, setup.exclusive, mask)
-        if unsupervised_weight > 0 and batch.unlabelled is not None:
-            unlabelled = batch.unlabelled.to(device, non_blocking=True)
-            term, _ = consistency_loss(model, unlabelled, generator, config.confidence)
-            loss = loss + unsupervised_weight * term
-    value = float(loss.detach())
-    if not math.isfinite(value):
-        raise NumsnetError(
-            f"The training loss became {value}.",
-            "Lower the learning rate, or check the image for extreme values.",
-        )
-    optimizer.zero_grad(set_to_none=True)
-    if scaler is not None:
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        loss.backward()
-        optimizer.step()
-    return value
 
 
 def _source_for(

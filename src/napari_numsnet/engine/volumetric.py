@@ -37,7 +37,7 @@ class VolumeBatch:
 
 def window_depth(model: nn.Module, n_slices: int, depth: int = 16) -> int:
     """Sub-volume depth: ``depth`` rounded up to what the model's pooling needs."""
-    multiple = int(getattr(model, "required_depth", 1))
+    multiple = int(model.required_depth)
     depth = min(depth, max(n_slices, multiple))
     return max(multiple, math.ceil(depth / multiple) * multiple)
 
