@@ -205,6 +205,9 @@ def test_numsnet_train_under_torchrun_then_resume_on_one_process(tmp_path):
     assert first.epochs_done == 1
     from napari_numsnet.cli import main
 
-    resumed = [*common[:-6], "--resume", str(tmp_path / "m.numsnet.pt"), *common[-6:]]
+    # The checkpoint's model continues (--model beside --resume is refused), into a new
+    # file (an output that is one of the inputs is refused).
+    resumed = [*common[4:-6], "--resume", str(tmp_path / "m.numsnet.pt"), *common[-6:]]
+    resumed[resumed.index("--output") + 1] = str(tmp_path / "m2.numsnet.pt")
     assert main(["train", *resumed]) == 0
-    assert load_checkpoint(tmp_path / "m.numsnet.pt").epochs_done == 2
+    assert load_checkpoint(tmp_path / "m2.numsnet.pt").epochs_done == 2
