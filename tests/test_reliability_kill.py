@@ -13,7 +13,7 @@ import os
 import random
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,19 @@ from napari_numsnet.models import create_model
 from napari_numsnet.workspace import Workspace
 
 REPETITIONS = 20
+#: Kills go on past REPETITIONS (up to 4x) until this many landed inside a write, so the
+#: suite always tests kills mid-write, however fast or loaded the machine is.
+MID_WRITE = REPETITIONS // 4
+
+
+def _repetitions(mid_write: list[int]) -> Iterator[int]:
+    """0, 1, ...: at least REPETITIONS, then on until ``mid_write[0]`` reaches MID_WRITE."""
+    rep = 0
+    while rep < REPETITIONS or (mid_write[0] < MID_WRITE and rep < 4 * REPETITIONS):
+        yield rep
+        rep += 1
+
+
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork (POSIX)")
 
 
@@ -86,10 +99,10 @@ def test_kill_during_autosave_always_leaves_a_whole_save(tmp_path):
         labels = np.full(image.shape, number % 250, np.uint8)
         work.save_annotations(labels, [number % 6, 100 + number], classes)
 
-    last, mid_write = 0, 0
-    for rep in range(REPETITIONS):
+    last, mid_write = 0, [0]
+    for rep in _repetitions(mid_write):
         done = _kill_during(save, seed=rep, first=last)
-        mid_write += _count_temporaries(work.folder)
+        mid_write[0] += _count_temporaries(work.folder)
         saved = Workspace(work.folder, meta).load_annotations(image.shape)
         assert saved is not None
         number = max(i for i in saved.annotated) - 100
@@ -99,7 +112,7 @@ def test_kill_during_autosave_always_leaves_a_whole_save(tmp_path):
         assert np.all(saved.labels == number % 250), f"rep {rep}: torn save"
         assert saved.classes == classes
         last = max(done, number)
-    assert mid_write >= REPETITIONS // 4, f"only {mid_write} kills landed inside a save"
+    assert mid_write[0] >= MID_WRITE, f"only {mid_write[0]} kills landed inside a save"
     work.save_annotations(np.ones(image.shape, np.uint8), [1], classes)
     left = [p.name for p in work.folder.iterdir() if is_own_temporary(p)]
     assert left == [], f"temporaries of killed writers left: {left}"
@@ -131,17 +144,17 @@ def test_kill_during_checkpoint_write_always_leaves_the_previous_checkpoint(tmp_
         checkpoint.record["padding"] = padding
         save_checkpoint(checkpoint, path)
 
-    last, mid_write = 0, 0
-    for rep in range(REPETITIONS):
+    last, mid_write = 0, [0]
+    for rep in _repetitions(mid_write):
         done = _kill_during(write, seed=100 + rep, first=last)
-        mid_write += _count_temporaries(path.parent)
+        mid_write[0] += _count_temporaries(path.parent)
         loaded = load_checkpoint(path)
         number = loaded.epochs_done
         assert number >= done, f"rep {rep}: loaded checkpoint {number}, {done} was complete"
         assert all(bool((t == number).all()) for t in loaded.state_dict.values())
         loaded.build_model()
         last = max(done, number)
-    assert mid_write >= REPETITIONS // 4, f"only {mid_write} kills landed inside a write"
+    assert mid_write[0] >= MID_WRITE, f"only {mid_write[0]} kills landed inside a write"
     save_checkpoint(_checkpoint(last + 1), path)
     left = [p.name for p in path.parent.iterdir() if is_own_temporary(p)]
     assert left == [], f"temporaries of killed writers left: {left}"
