@@ -122,10 +122,13 @@ def test_whole_loop(panel, ct_path, tmp_path, qtbot, tiny_model, make_napari_vie
     widget.predict_tab.whole.setChecked(False)
     widget.predict_tab.start.setValue(2)
     widget.predict_tab.stop.setValue(5)
+    ranged = pipeline.predict(t.checkpoint, viewer.layers["ct"].data, slice_range=(2, 5))
     widget.predict_tab.predict_button.click()
     qtbot.waitUntil(lambda: not widget.prediction.running, timeout=MINUTE_MS)
-    ranged = pipeline.predict(t.checkpoint, viewer.layers["ct"].data, slice_range=(2, 5))
-    np.testing.assert_array_equal(prediction.data[2:5], ranged.labels[2:5])
+    # The result reaches the layer through the event loop, maybe just after the worker ends.
+    qtbot.waitUntil(
+        lambda: np.array_equal(prediction.data[2:5], ranged.labels[2:5]), timeout=MINUTE_MS
+    )
     np.testing.assert_array_equal(prediction.data[:2], before_range[:2])
     np.testing.assert_array_equal(prediction.data[5:], before_range[5:])
 
