@@ -90,6 +90,7 @@ def test_train_predict_evaluate_round_trip(nifti_pair, tmp_path, capsys):
         *TINY,
     )  # fmt: skip
     assert status == 0, err
+    assert "preset fast: 1 epochs, batch 2" in out  # one rule: fast on a CPU, as the demo
     assert f"checkpoint: {ckpt} (1 epochs" in out
     assert "validation Dice:" in out
     checkpoint = load_checkpoint(ckpt)
@@ -230,7 +231,7 @@ def test_train_resume_keeps_the_checkpoint_classes(nifti_pair, tmp_path, capsys)
     common += ["--batch-size", "2"]
     status, _, err = run(
         capsys, "train", *common, "--annotated", "8,9", "--num-classes", "6",
-        "--output", first, *TINY,
+        "--preset", "paper", "--output", first, *TINY,
     )  # fmt: skip
     assert status == 0, err
     # A new annotation without lungs and vertebrae (4, 5): the checkpoint's six classes stay.
@@ -239,11 +240,12 @@ def test_train_resume_keeps_the_checkpoint_classes(nifti_pair, tmp_path, capsys)
     partial_path = tmp_path / "partial_labels.nii.gz"
     nib.save(nib.Nifti1Image(partial, AFFINE), partial_path)
     common[3] = str(partial_path)
-    status, _, err = run(
+    status, out, err = run(
         capsys, "train", *common, "--annotated", "0,1", "--resume", first, "--output", second,
         "--device", "cpu",
     )  # fmt: skip
     assert status == 0, err
+    assert "preset paper:" in out  # the resumed run keeps its preset, not the CPU default
     resumed = load_checkpoint(second)
     assert resumed.epochs_done == 2
     assert resumed.class_names == load_checkpoint(first).class_names

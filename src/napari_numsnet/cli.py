@@ -31,6 +31,7 @@ from napari_numsnet.config import (
     DEFAULT_MODEL,
     PRESETS,
     SamplingConfig,
+    default_preset,
     get_preset,
 )
 from napari_numsnet.errors import NumsnetError
@@ -43,7 +44,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from napari_numsnet.models import keras_parameter_count
 
     device = select_device(args.device)
-    preset = get_preset(args.preset or ("paper" if device.type == "cuda" else "fast"))
+    preset = get_preset(args.preset or default_preset(device.type))
     sample = pipeline.load_sample()
     image, reference, classes = sample.volume.data, sample.labels, sample.classes
     z, h, w = image.shape
@@ -204,7 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", help="class table JSON (names and colours)")
     p.add_argument("--num-classes", type=int, help="label values incl. background")
     p.add_argument("--model", help=f"model to train (default {DEFAULT_MODEL})")
-    p.add_argument("--preset", choices=presets, default="paper")
+    p.add_argument(
+        "--preset",
+        choices=presets,
+        help="default: paper on a GPU, fast elsewhere; a resumed run keeps its own",
+    )
     p.add_argument("--epochs", type=int, help="train for this many epochs instead of steps")
     p.add_argument("--steps", type=int, help="a fixed step budget instead of the preset's")
     p.add_argument("--batch-size", type=int)

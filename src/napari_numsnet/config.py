@@ -301,6 +301,11 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+def default_preset(device_type: str) -> str:
+    """The preset a run takes unless told: ``paper`` on a GPU, ``fast`` elsewhere."""
+    return "paper" if device_type == "cuda" else "fast"
+
+
 def get_preset(name: str) -> Preset:
     """Return the preset called ``name``; an unknown name lists the valid ones."""
     try:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from napari_numsnet import options
 from napari_numsnet.commands.common import (
+    _budget,
     _parse_slices,
     _progress,
     _read_stack,
@@ -14,8 +15,12 @@ from napari_numsnet.commands.common import (
 )
 from napari_numsnet.config import (
     DEFAULT_MODEL,
+    PRESETS,
+    default_preset,
     get_preset,
 )
+from napari_numsnet.data.slices import annotated_slices
+from napari_numsnet.engine.device import select_device
 from napari_numsnet.errors import NumsnetError
 
 
@@ -57,8 +62,9 @@ def _train(args: argparse.Namespace, context) -> int:
     options.check_val_within(annotated, val)
     for lab, path in zip(labels, args.labels, strict=True):
         options.check_not_background(lab, annotated, path)
-    preset = get_preset(args.preset)
     resume = load_checkpoint(resume_path(args.resume, args.output)) if args.resume else None
+    device = str(context.device) if context else args.device
+    preset = get_preset(args.preset or _preset_of(resume, device))
     transfer = load_checkpoint(args.transfer) if args.transfer else None
     if args.classes:
         classes = load_class_table(args.classes)
@@ -73,7 +79,6 @@ def _train(args: argparse.Namespace, context) -> int:
     model_cfg = pipeline.model_for_preset(model_name, classes.num_values, preset)
     if args.widths:
         model_cfg = model_cfg.replace(widths=args.widths)
-    device = str(context.device) if context else args.device
     training = preset.train.replace(device=device, seed=args.seed)
     training = _with_budget(training, args.epochs, args.steps)
     for key in ("batch_size", "learning_rate"):
@@ -95,6 +100,9 @@ def _train(args: argparse.Namespace, context) -> int:
     if args.cascade:
         return _train_cascade(args, stacks, model_cfg, training, preprocess, classes, preset)
     main_process = context is None or context.is_main
+    if main_process:
+        n = sum(len(annotated_slices(s.labels, s.annotated)) for s in stacks)
+        print(f"preset {preset.name}: {_budget(training, n)}, batch {training.batch_size}")
     checkpoint = pipeline.train(
         stacks,
         model_cfg,
@@ -119,6 +127,14 @@ def _train(args: argparse.Namespace, context) -> int:
             print(f"validation Dice: {dice}")
     distributed.barrier()
     return 0
+
+
+def _preset_of(resume, device: str) -> str:
+    """A resumed run keeps its preset; a new one takes the device's default."""
+    saved = None if resume is None else resume.train_config
+    if saved is not None and saved.preset in PRESETS:
+        return saved.preset
+    return default_preset(select_device(device).type)
 
 
 def _train_cascade(args, stack, inner_cfg, training, preprocess, classes, preset) -> int:
