@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import re
 
 import nibabel as nib
@@ -263,3 +264,34 @@ def test_demo_budget_options_take_effect_or_are_refused(tmp_path, capsys):
         capsys, "demo", "--steps", "3", "--epochs", "1", "--output", tmp_path, "--quiet", *TINY
     )
     assert status == 2 and "--steps or --epochs" in err
+
+
+def test_every_option_has_a_help_text_that_shows_its_default(capsys):
+    from napari_numsnet.cli import build_parser
+
+    parser = build_parser()
+    subcommands = next(a for a in parser._actions if a.dest == "command").choices
+    for name, sub in subcommands.items():
+        for action in sub._actions:
+            if action.help == argparse.SUPPRESS or not action.option_strings:
+                continue
+            assert action.help, (name, action.option_strings)
+        text = sub.format_help()
+        for action in sub._actions:
+            default = action.default
+            if action.help == argparse.SUPPRESS or default in (None, argparse.SUPPRESS):
+                continue
+            if isinstance(default, bool) or not action.option_strings:
+                continue
+            assert f"(default: {default})" in " ".join(text.split()), (name, action.dest)
+    assert "unetpp" in " ".join(subcommands["train"].format_help().split())  # --model lists
+
+
+def test_train_without_annotated_says_every_labelled_slice_counts(nifti_pair, tmp_path, capsys):
+    image_path, labels_path = nifti_pair
+    status, out, err = run(
+        capsys, "train", "--image", image_path, "--labels", labels_path, "--num-classes", "6",
+        "--epochs", "1", "--size", "32", "--output", tmp_path / "m.numsnet.pt", *TINY,
+    )  # fmt: skip
+    assert status == 0, err
+    assert "no --annotated: every slice with a label counts as annotated" in out

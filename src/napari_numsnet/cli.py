@@ -16,6 +16,7 @@ import numpy as np
 
 from napari_numsnet import options
 from napari_numsnet.commands.common import (
+    DefaultsHelpFormatter,
     _budget,
     _machine,
     _parse_slices,
@@ -63,7 +64,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     split = pipeline.plan_slices(z, sampling)
     print(
         f"annotated ({sampling.strategy}, {sampling.fraction:.0%}): slices "
-        f"{', '.join(map(str, split.train))}; validation: {', '.join(map(str, split.val))}"
+        f"{', '.join(map(str, split.train))}; validation slice"
+        f"{'s' if len(split.val) > 1 else ''} {', '.join(map(str, split.val))}"
     )
     from napari_numsnet.models import create_model
 
@@ -159,7 +161,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 #: Help of ``--threads`` (demo, train, predict).
 THREADS_HELP = (
     "CPU threads (shared by --workers); 0 = the cores other programs leave free, "
-    "looked at again between epochs (default 0)"
+    "looked at again between epochs"
 )
 
 
@@ -175,36 +177,50 @@ def _apply_threads(args: argparse.Namespace) -> None:
     apply_threads(args.threads, share=int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
 
 
+DEVICE_HELP = "auto (CUDA, then MPS, then CPU) or a torch device such as cpu, cuda:1"
+SEED_HELP = "seed of the slice plan, the weights, the batches and the augmentation"
+AXIS_HELP = "axis of the file that runs along the stack (default: NIfTI's third, else 0)"
+
+
+def model_names() -> list[str]:
+    """The registry's model names, for ``--model``'s choices."""
+    from napari_numsnet.models import list_models
+
+    return [spec.name for spec, _ in list_models()]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="numsnet", description="Few-shot segmentation of 3D medical image stacks."
     )
     sub = parser.add_subparsers(dest="command", required=True)
     presets = sorted(PRESETS)
+    models = model_names()
+    fmt = {"formatter_class": DefaultsHelpFormatter}
 
-    p = sub.add_parser("demo", help="the few-shot loop on the shipped CT sample")
-    p.add_argument("--model", default=DEFAULT_MODEL)
+    p = sub.add_parser("demo", help="the few-shot loop on the shipped CT sample", **fmt)
+    p.add_argument("--model", default=DEFAULT_MODEL, choices=models, help="network to train")
     p.add_argument("--preset", choices=presets, help="default: paper on a GPU, fast on CPU")
     p.add_argument("--epochs", type=int, help="train for this many epochs instead of steps")
     p.add_argument("--steps", type=int, help="a fixed step budget instead of the preset's")
-    p.add_argument("--fraction", type=float, default=0.10, help="slices annotated (0.10)")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--fraction", type=float, default=0.10, help="share of the slices annotated")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--threads", type=int, default=0, help=THREADS_HELP)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help=SEED_HELP)
     p.add_argument("--output", default="numsnet-demo", help="folder for the results")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--size", type=int, help="slice side for the network (0 = native)")
     p.add_argument("--widths", type=_parse_widths, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("train", help="train on the annotated slices of a stack")
+    p = sub.add_parser("train", help="train on the annotated slices of a stack", **fmt)
     p.add_argument("--image", required=True, nargs="+", help=".nii/.nii.gz/.tif/.npy stack(s)")
     p.add_argument("--labels", required=True, nargs="+", help="label stack(s), same geometry")
     p.add_argument("--annotated", help="annotated slices, e.g. '3,7,10-12' (default: labelled)")
     p.add_argument("--val", help="annotated slices held out for validation")
     p.add_argument("--classes", help="class table JSON (names and colours)")
     p.add_argument("--num-classes", type=int, help="label values incl. background")
-    p.add_argument("--model", help=f"model to train (default {DEFAULT_MODEL})")
+    p.add_argument("--model", choices=models, help=f"network to train (default {DEFAULT_MODEL})")
     p.add_argument(
         "--preset",
         choices=presets,
@@ -212,8 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--epochs", type=int, help="train for this many epochs instead of steps")
     p.add_argument("--steps", type=int, help="a fixed step budget instead of the preset's")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--learning-rate", type=float)
+    p.add_argument("--batch-size", type=int, help="slices per batch (default: the preset's)")
+    p.add_argument("--learning-rate", type=float, help="peak learning rate (default: preset's)")
     p.add_argument("--size", type=int, help="slice side for the network (0 = native)")
     p.add_argument("--resume", help="checkpoint to continue training")
     p.add_argument("--transfer", help="checkpoint to reuse all layers but the head")
@@ -223,47 +239,52 @@ def build_parser() -> argparse.ArgumentParser:
         help="CHS-Net cascade: this model segments the region, --model the classes inside it",
     )
     p.add_argument("--region-values", help="label values forming the region (default: all)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--stack-axis", type=int)
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    p.add_argument("--seed", type=int, default=0, help=SEED_HELP)
+    p.add_argument("--stack-axis", type=int, help=AXIS_HELP)
     p.add_argument("--output", required=True, help="checkpoint to write (*.numsnet.pt)")
     p.add_argument("--widths", type=_parse_widths, help=argparse.SUPPRESS)
     p.add_argument("--threads", type=int, default=0, help=THREADS_HELP)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("predict", help="segment a stack, a folder or a list of stacks")
-    p.add_argument("--checkpoint", required=True)
+    p = sub.add_parser("predict", help="segment a stack, a folder or a list of stacks", **fmt)
+    p.add_argument("--checkpoint", required=True, help="*.numsnet.pt (or a cascade)")
     p.add_argument("--input", nargs="+", help="files or folders")
     p.add_argument("--input-list", help="text file with one stack path per line")
     p.add_argument("--output", required=True, help="file (one input) or folder")
     p.add_argument("--workers", type=int, help="processes (default: one per GPU, else one on CPU)")
-    p.add_argument("--direction", choices=["forward", "backward", "both"], default="forward")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument(
+        "--direction",
+        choices=["forward", "backward", "both"],
+        default="forward",
+        help="order of travel along the stack (NUMSnet family)",
+    )
+    p.add_argument("--batch-size", type=int, default=8, help="slices per forward pass")
     p.add_argument("--probabilities", action="store_true", help="also write probabilities")
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--stack-axis", type=int)
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    p.add_argument("--stack-axis", type=int, help=AXIS_HELP)
     p.add_argument("--threads", type=int, default=0, help=THREADS_HELP)
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("pseudolabel", help="k-means pseudo-labels of a CT stack")
-    p.add_argument("--image", required=True)
-    p.add_argument("--output", required=True)
-    p.add_argument("--k", type=int, default=3)
-    p.add_argument("--stack-axis", type=int)
+    p = sub.add_parser("pseudolabel", help="k-means pseudo-labels of a CT stack", **fmt)
+    p.add_argument("--image", required=True, help="the stack to label")
+    p.add_argument("--output", required=True, help="label file to write (a new file)")
+    p.add_argument("--k", type=int, default=3, help="k-means clusters (classes)")
+    p.add_argument("--stack-axis", type=int, help=AXIS_HELP)
     p.set_defaults(func=cmd_pseudolabel)
 
-    p = sub.add_parser("evaluate", help="Dice, IoU, precision, recall per class")
-    p.add_argument("--prediction", required=True)
-    p.add_argument("--reference", required=True)
-    p.add_argument("--classes")
+    p = sub.add_parser("evaluate", help="Dice, IoU, precision, recall per class", **fmt)
+    p.add_argument("--prediction", required=True, help="predicted label file")
+    p.add_argument("--reference", required=True, help="reference label file")
+    p.add_argument("--classes", help="class table JSON (names and colours)")
     p.add_argument("--slices", help="only these slices, e.g. '0-9,20'")
-    p.add_argument("--stack-axis", type=int)
+    p.add_argument("--stack-axis", type=int, help=AXIS_HELP)
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("models", help="list the models with their parameter counts")
-    p.add_argument("--num-classes", type=int, default=3)
-    p.add_argument("--in-channels", type=int, default=1)
+    p = sub.add_parser("models", help="list the models with their parameter counts", **fmt)
+    p.add_argument("--num-classes", type=int, default=3, help="output channels")
+    p.add_argument("--in-channels", type=int, default=1, help="input channels")
     p.set_defaults(func=cmd_models)
 
     from napari_numsnet.commands import suggest

@@ -14,10 +14,12 @@ from napari_numsnet.errors import NumsnetError
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``suggest`` on the ``numsnet`` sub-command parsers."""
+    from napari_numsnet.commands.common import DefaultsHelpFormatter
     from napari_numsnet.engine.suggest import DEFAULT_SCORE, DEFAULT_WEIGHTING, SCORES
 
     p = sub.add_parser(
         "suggest",
+        formatter_class=DefaultsHelpFormatter,
         help="rank the slices of a stack to correct next (most useful first)",
         description="Predict a stack with a checkpoint and rank its slices for correction "
         "by the prediction's own uncertainty; annotated slices are left out.",
@@ -34,12 +36,17 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default=None,
         help="annotation file; its slices with any label are left out too",
     )
-    p.add_argument("--score", default=DEFAULT_SCORE, choices=SCORES)
-    p.add_argument("--weighting", default=DEFAULT_WEIGHTING, choices=("foreground", "sum"))
+    p.add_argument("--score", default=DEFAULT_SCORE, choices=SCORES, help="uncertainty of a voxel")
+    p.add_argument(
+        "--weighting",
+        default=DEFAULT_WEIGHTING,
+        choices=("foreground", "sum"),
+        help="a slice's score: the sum over its voxels, or weighted by the foreground",
+    )
     p.add_argument("--top", type=int, default=10, help="slices to print (0: all)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--stack-axis", type=int, default=None, help="axis of the slices")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto, cpu or a torch device")
     p.set_defaults(func=cmd_suggest)
     return p
 

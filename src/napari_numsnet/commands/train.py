@@ -102,6 +102,11 @@ def _train(args: argparse.Namespace, context) -> int:
     main_process = context is None or context.is_main
     if main_process:
         n = sum(len(annotated_slices(s.labels, s.annotated)) for s in stacks)
+        if args.annotated is None:
+            print(
+                f"no --annotated: every slice with a label counts as annotated ({n} slices); "
+                "give --annotated to train on some of them only"
+            )
         print(f"preset {preset.name}: {_budget(training, n)}, batch {training.batch_size}")
     checkpoint = pipeline.train(
         stacks,
