@@ -12,7 +12,7 @@ import pytest
 from napari_numsnet import pipeline
 from napari_numsnet.cli import main
 from napari_numsnet.engine.checkpoint import load_checkpoint
-from napari_numsnet.io.classes import ClassTable
+from napari_numsnet.io.classes import ClassTable, load_class_table
 from napari_numsnet.io.labels import read_labels
 from napari_numsnet.io.volume import read_volume
 from napari_numsnet.models import MODELS
@@ -108,6 +108,9 @@ def test_train_predict_evaluate_round_trip(nifti_pair, tmp_path, capsys):
     )  # fmt: skip
     assert status == 0, err
     assert f"{image_path} -> {prediction}" in out
+    table = tmp_path / "ct_pred.classes.json"  # the class table travels with the labels
+    assert f"classes: {table}" in out
+    assert list(load_class_table(table).names) == list(load_checkpoint(ckpt).class_names)
     written, source = nib.load(prediction), nib.load(image_path)
     np.testing.assert_allclose(written.affine, source.affine)
     assert written.shape == source.shape == (48, 48, 12)
@@ -120,6 +123,13 @@ def test_train_predict_evaluate_round_trip(nifti_pair, tmp_path, capsys):
         "--slices", "0-2,8", "--classes", tmp_path / "missing.json",
     )  # fmt: skip
     assert status == 2 and "No class table" in err
+    status, out, err = run(
+        capsys, "evaluate", "--prediction", prediction, "--reference", labels_path,
+        "--slices", "0-2,8",
+    )  # fmt: skip
+    assert status == 0, err
+    assert f"classes: {table}" in out  # read from beside the prediction
+    table.unlink()  # without a table: class 1, class 2, ... up to the largest value
     status, out, err = run(
         capsys, "evaluate", "--prediction", prediction, "--reference", labels_path,
         "--slices", "0-2,8",

@@ -132,13 +132,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from napari_numsnet import pipeline
     from napari_numsnet.io.classes import ClassTable, load_class_table
     from napari_numsnet.io.labels import read_labels
+    from napari_numsnet.io.naming import classes_path
     from napari_numsnet.io.volume import read_volume
 
     reference_volume = read_volume(args.reference, stack_axis=args.stack_axis)
     reference = read_labels(args.reference, like=reference_volume.meta)
     predicted = read_labels(args.prediction, like=reference_volume.meta)
+    beside = [
+        classes_path(path)
+        for path in (args.prediction, args.reference)
+        if classes_path(path).is_file()
+    ]
     if args.classes:
         classes = load_class_table(args.classes)
+    elif beside:  # the table predict (or the plugin) wrote beside the labels
+        classes = load_class_table(beside[0])
+        print(f"classes: {beside[0]}")
     else:
         classes = ClassTable.default(int(max(reference.max(), predicted.max())) + 1)
     slices = _parse_slices(args.slices)
@@ -277,7 +286,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="Dice, IoU, precision, recall per class", **fmt)
     p.add_argument("--prediction", required=True, help="predicted label file")
     p.add_argument("--reference", required=True, help="reference label file")
-    p.add_argument("--classes", help="class table JSON (names and colours)")
+    p.add_argument(
+        "--classes",
+        help="class table JSON (default: <stem>.classes.json beside the prediction or the "
+        "reference, as predict writes it)",
+    )
     p.add_argument("--slices", help="only these slices, e.g. '0-9,20'")
     p.add_argument("--stack-axis", type=int, help=AXIS_HELP)
     p.set_defaults(func=cmd_evaluate)

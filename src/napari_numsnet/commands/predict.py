@@ -10,6 +10,8 @@ from napari_numsnet.config import (
     PredictConfig,
 )
 from napari_numsnet.errors import NumsnetError
+from napari_numsnet.io.classes import ClassTable, save_class_table
+from napari_numsnet.io.naming import classes_path
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -31,8 +33,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         kept = output.exists() and not args.overwrite
         if not kept:
             options.check_output(output, [*files, args.checkpoint])
+        predictor = load_predictor(args.checkpoint)
         results = pipeline.predict_files(
-            load_predictor(args.checkpoint),
+            predictor,
             files,
             output,
             config,
@@ -46,6 +49,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 if kept
                 else f"{src} -> {dst}"
             )
+            if not kept:  # the names of the label values, for evaluate and the plugin
+                table = save_class_table(
+                    ClassTable.from_names(predictor.class_names), classes_path(dst)
+                )
+                print(f"classes: {table}")
         print(f"{0 if kept else 1} written, {1 if kept else 0} kept existing")
         return 0
 

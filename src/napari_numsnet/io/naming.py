@@ -47,3 +47,9 @@ def probabilities_path(labels_path: str | os.PathLike[str]) -> Path:
     """``<labels stem>_probabilities.npy`` beside the label file ``labels_path``."""
     labels_path = Path(labels_path)
     return labels_path.with_name(image_stem(labels_path) + "_probabilities.npy")
+
+
+def classes_path(labels_path: str | os.PathLike[str]) -> Path:
+    """The class table beside a label file: ``<stem>.classes.json``."""
+    path = Path(labels_path)
+    return path.with_name(f"{image_stem(path)}.classes.json")
