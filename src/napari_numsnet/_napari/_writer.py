@@ -12,8 +12,8 @@ import numpy as np
 from napari_numsnet.errors import NumsnetError
 from napari_numsnet.io.classes import ClassTable, save_class_table
 from napari_numsnet.io.labels import write_labels as write_label_file
+from napari_numsnet.io.naming import classes_path
 from napari_numsnet.io.volume import VolumeMeta, volume_from_array
-from napari_numsnet.workspace import image_stem
 
 from .layers import KEY
 
@@ -22,12 +22,6 @@ def nifti_path(path: str | Path) -> Path:
     """``path`` with ``.nii.gz`` added unless it already ends in ``.nii`` or ``.nii.gz``."""
     path = Path(path)
     return path if path.name.lower().endswith((".nii", ".nii.gz")) else Path(f"{path}.nii.gz")
-
-
-def classes_path(path: str | Path) -> Path:
-    """Where the class table of a label file goes: ``<stem>.classes.json`` beside it."""
-    path = Path(path)
-    return path.parent / f"{image_stem(path)}.classes.json"
 
 
 def geometry(labels: np.ndarray, metadata: dict[str, Any], scale: Any = None) -> VolumeMeta:
