@@ -21,10 +21,11 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from napari_numsnet.config import ModelConfig, TrainConfig
+from napari_numsnet.config import ModelConfig, PreprocessConfig, TrainConfig
 from napari_numsnet.data.dataset import TrainingStack
 from napari_numsnet.engine import distributed
 from napari_numsnet.engine.checkpoint import load_checkpoint
+from napari_numsnet.engine.run_saver import periodic_saver, resume_path, sibling
 from napari_numsnet.engine.trainer import fit
 from napari_numsnet.engine.validation import evaluate_stacks, label_names
 from napari_numsnet.errors import NumsnetError
@@ -55,6 +56,11 @@ def stack(rank: int) -> TrainingStack:
     return TrainingStack(images(), labels(rank), np.arange(2), f"rank {rank}")
 
 
+def _die_at_step_3(event) -> None:
+    if event.kind == "step" and event.step == 3:
+        os._exit(3)
+
+
 def _worker(rank: int, world: int, port: int, out: str, task: str) -> None:
     os.environ.update(
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world)
@@ -66,8 +72,18 @@ def _worker(rank: int, world: int, port: int, out: str, task: str) -> None:
             os._exit(3)
         torch.manual_seed(0)
         model = create_model(MODEL)
-        val = [stack(rank)] if task == "metrics" else ()
-        result = fit(model, [stack(rank)], TRAINING, val_stacks=val)
+        val = [stack(rank)] if task in ("metrics", "dies-midway") else ()
+        training, hooks = TRAINING, {}
+        if task == "dies-midway":  # rank 0 writes `last` every step; rank 1 dies at step 3
+            training = TRAINING.replace(steps=6, val_every=1, checkpoint_seconds=0)
+            hooks["on_checkpoint"] = periodic_saver(
+                f"{out}/run.numsnet.pt", PreprocessConfig(size=32), ["background", "a"], training
+            )
+            if rank == 1:
+                hooks["callback"] = lambda e: (
+                    os._exit(3) if e.kind == "step" and e.step == 3 else None
+                )
+        result = fit(model, [stack(rank)], training, val_stacks=val, **hooks)
         torch.save(
             {"state": result.model.state_dict(), "record": result.record}, f"{out}/rank{rank}.pt"
         )
@@ -151,6 +167,27 @@ def test_a_failed_process_ends_the_job_with_a_clear_error(tmp_path):
     message = (tmp_path / "rank0.err").read_text()
     assert "another training process failed" in message
     assert "--resume" in message
+
+
+def test_a_run_whose_peer_died_resumes_from_its_last_checkpoint(tmp_path):
+    run_two(tmp_path, "dies-midway")
+    assert "another training process failed" in (tmp_path / "rank0.err").read_text()
+    assert not (tmp_path / "run.numsnet.pt").exists()  # the run never finished
+    last = resume_path(tmp_path / "run.numsnet.pt", tmp_path / "run.numsnet.pt")
+    assert last == sibling(tmp_path / "run.numsnet.pt", "last")
+    saved = load_checkpoint(last)
+    assert 1 <= saved.record["epochs"][-1]["step"] <= 3  # written before the failure
+    assert saved.optimizer_state
+    result = fit(
+        saved.build_model(),
+        [stack(0), stack(1)],
+        TRAINING.replace(steps=2),
+        optimizer_state=saved.optimizer_state,
+        record=saved.record,
+    )
+    # It went on from where the failed run's last checkpoint stood.
+    assert result.record["epochs"][-1]["epoch"] == saved.epochs_done + 1
+    assert result.record["steps_done"] == saved.record["steps_done"] + 2
 
 
 @pytest.mark.slow

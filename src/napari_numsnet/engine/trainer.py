@@ -278,13 +278,13 @@ def fit(
             return
         if not force and time.perf_counter() - run.last_saved < config.checkpoint_seconds:
             return
-        snapshot = TrainResult(net, TrainState.TRAINING, copy.deepcopy(record), {})
-        snapshot.optimizer_state = optimizer.state_dict()
-        on_checkpoint(snapshot, "last")
+        now = copy.deepcopy(record)  # the steps so far, so that a resume counts on
+        now["steps_done"] = int(record.get("steps_done", 0)) + step
+        on_checkpoint(TrainResult(net, TrainState.TRAINING, now, optimizer.state_dict()), "last")
         if run.best_unsaved and run.best_state is not None:
             best = copy.deepcopy(net).cpu()
             best.load_state_dict(run.best_state)
-            on_checkpoint(TrainResult(best, TrainState.TRAINING, copy.deepcopy(record)), "best")
+            on_checkpoint(TrainResult(best, TrainState.TRAINING, copy.deepcopy(now)), "best")
             run.best_unsaved = False
         run.last_saved = time.perf_counter()
 
