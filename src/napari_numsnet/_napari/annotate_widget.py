@@ -149,7 +149,15 @@ class AnnotateWidget(QWidget):
         verb = "Restored work saved" if restored else "Autosaved"
         self.saved_label.setText(f"{verb} {at} in {Path(folder).name}")
         self.saved_label.setToolTip(f"Work folder: {folder}")
+        self.saved_label.setStyleSheet("")
         self.class_list.refresh()  # voxel counts after the edits
+
+    def show_save_failed(self, message: str) -> None:
+        """Say plainly that the last edits are not saved, and why (the tooltip has it all)."""
+        first = message.splitlines()[0] if message else "unknown error"
+        self.saved_label.setText(f"NOT saved: {first}")
+        self.saved_label.setToolTip(message)
+        self.saved_label.setStyleSheet("color: #e5533d;")
 
     def _show_restored(self) -> None:
         workspace = self.controller.workspace

@@ -145,6 +145,7 @@ class NumsnetWidget(QWidget):
         a.changed.connect(self._sync_labels_combo)
         a.edited.connect(self.autosaver.schedule)
         self.autosaver.saved.connect(self.annotate_tab.show_saved)
+        self.autosaver.failed.connect(self.annotate_tab.show_save_failed)
         self.viewer.layers.events.removing.connect(self._on_removing)
         self.prediction.predicted.connect(lambda *_: self._show_suggestion())
 

@@ -244,10 +244,12 @@ class MainThread(QObject):
 class Autosaver(QObject):
     """Calls ``save`` once, ``delay_ms`` after the last :meth:`schedule` (debounced).
 
-    Errors while saving become notifications; ``saved`` carries the folder written.
+    Errors while saving become notifications and ``failed`` (the message); ``saved``
+    carries the folder written.
     """
 
     saved = Signal(object)
+    failed = Signal(str)
 
     def __init__(
         self, save: Callable[[], Path | None], delay_ms: int = AUTOSAVE_DELAY_MS, parent=None
@@ -277,6 +279,7 @@ class Autosaver(QObject):
             folder = self._save()
         except Exception as exc:
             report(exc)
+            self.failed.emit(str(exc))
             return
         if folder is not None:
             self.saved.emit(folder)
