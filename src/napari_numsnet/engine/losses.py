@@ -146,14 +146,21 @@ def dice_loss(
     """
     with _no_autocast(logits):
         logits, _, planes, keep = _prepare(logits, labels, exclusive, mask)
-        probs = torch.where(keep, _probabilities(logits, exclusive), 0.0)
-        planes = planes * keep
-        dims = [0, *range(2, logits.dim())]
-        intersection = (probs * planes).sum(dims)
-        denominator = probs.sum(dims) + planes.sum(dims) + smooth
-        safe = torch.where(denominator > 0, denominator, torch.ones_like(denominator))
-        dice = torch.where(denominator > 0, (2 * intersection + smooth) / safe, 1.0)
-        return 1.0 - dice.mean()
+        return _soft_dice_loss(_probabilities(logits, exclusive), planes, keep, smooth)
+
+
+def _soft_dice_loss(
+    probs: torch.Tensor, planes: torch.Tensor, keep: torch.Tensor, smooth: float = 1.0
+) -> torch.Tensor:
+    """``1 - mean_c soft Dice`` of probabilities and planes ``(B, C, ...)`` where ``keep``."""
+    probs = torch.where(keep, probs, 0.0)
+    planes = planes * keep
+    dims = [0, *range(2, probs.dim())]
+    intersection = (probs * planes).sum(dims)
+    denominator = probs.sum(dims) + planes.sum(dims) + smooth
+    safe = torch.where(denominator > 0, denominator, torch.ones_like(denominator))
+    dice = torch.where(denominator > 0, (2 * intersection + smooth) / safe, 1.0)
+    return 1.0 - dice.mean()
 
 
 def _masked_mean(values: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
@@ -276,13 +283,7 @@ def dice_ce_loss(
         logits, labels, planes, keep = _prepare(logits, labels, exclusive, mask)
         log_probs = torch.log_softmax(logits, dim=1)
         ce = _masked_mean(-(log_probs * planes).sum(1, keepdim=True), keep)
-        probs = torch.where(keep, log_probs.exp(), 0.0)
-        planes = planes * keep
-        dims = [0, *range(2, logits.dim())]
-        intersection = (probs * planes).sum(dims)
-        denominator = probs.sum(dims) + planes.sum(dims) + 1.0
-        dice = (2 * intersection + 1.0) / denominator
-        return (1.0 - dice.mean()) + ce
+        return _soft_dice_loss(log_probs.exp(), planes, keep) + ce
 
 
 _LOSSES: dict[str, LossFn] = {
