@@ -11,7 +11,7 @@ a slice where a class is absent from both maps is left out).
     python benchmarks/accuracy_covid.py --models unetpp,unet,drsegunet --seeds 0,1,2
 
 ``cascade:REGION+INNER`` (e.g. ``cascade:raiunet+raiunet``, CHS-Net) trains the two-stage
-cascade of ``napari_numsnet.cascade``: stage 1 segments a region, stage 2 the classes
+cascade of ``napari_numsnet.workflows.cascade``: stage 1 segments a region, stage 2 the classes
 inside it. The data has no lung labels, so the region is the infection (ground-glass or
 consolidation) and stage 2 separates ground-glass from consolidation inside it. Every
 record also scores the infection (ground-glass and consolidation as one class).
@@ -35,10 +35,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 
 from napari_numsnet import pipeline
-from napari_numsnet.cascade import Cascade, train_cascade
 from napari_numsnet.config import PRESETS, PredictConfig
 from napari_numsnet.engine.metrics import SegmentationMetrics, dice_per_class
 from napari_numsnet.io.classes import ClassTable
+from napari_numsnet.workflows.cascade import Cascade, train_cascade
 
 CLASSES = ("background", "ground-glass", "consolidation")
 #: RGB colour of each label value in the ground truth.

@@ -1,7 +1,7 @@
 """Cohort prediction throughput against the number of worker processes.
 
 Predicts every stack of a folder (default: the 20 ACDC validation stacks) with
-``napari_numsnet.cohort.predict_cohort`` once per worker count, into a fresh output
+``napari_numsnet.workflows.cohort.predict_cohort`` once per worker count, into a fresh output
 folder each time, and records the wall time, stacks/s and slices/s, the speed-up over
 the first worker count, and the time of a restart that finds every stack done. The
 network is untrained: the time of a prediction does not depend on the weights.
@@ -50,9 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="cohort_scaling")
     args = parser.parse_args(argv)
 
-    from napari_numsnet import cohort, pipeline
+    from napari_numsnet import pipeline
     from napari_numsnet.config import PredictConfig
     from napari_numsnet.io.volume import read_volume
+    from napari_numsnet.workflows import cohort
 
     folder = args.stacks or args.data_root / "acdc" / "imagesVal"
     files = pipeline.stack_files([folder])[: args.limit]

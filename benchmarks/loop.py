@@ -4,7 +4,7 @@ Every stack starts with the default plan (Mid,Rand, 10% of its slices, at least 
 annotated from the reference; one model is trained on all the stacks' annotations. Then
 ``--rounds`` times: predict every stack, choose one more slice per stack by a strategy,
 copy its reference labels into the annotations (the simulated correction) and continue
-training for ``--budget-steps`` steps (:func:`napari_numsnet.retrain.retrain`).
+training for ``--budget-steps`` steps (:func:`napari_numsnet.workflows.retrain.retrain`).
 
 Strategies (``--strategies``):
 
@@ -54,7 +54,7 @@ from napari_numsnet.config import PRESETS, PredictConfig, SamplingConfig
 from napari_numsnet.engine.predict import predict_volume
 from napari_numsnet.engine.suggest import suggest_from_probabilities
 from napari_numsnet.io.classes import ClassTable
-from napari_numsnet.retrain import retrain
+from napari_numsnet.workflows.retrain import retrain
 
 #: The suggestion strategies: name -> (score, weighting).
 SUGGESTIONS = {

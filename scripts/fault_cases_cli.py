@@ -432,8 +432,8 @@ def _cohort(ctx: Ctx, n: int = 2) -> tuple[Path, list[Path], Path]:
 
 
 def _run_cohort(ckpt: Path, images: list[Path], out: Path, workers: int = 1):  # type: ignore[no-untyped-def]
-    from napari_numsnet.cohort import predict_cohort
     from napari_numsnet.config import PredictConfig
+    from napari_numsnet.workflows.cohort import predict_cohort
 
     return predict_cohort(ckpt, images, out, PredictConfig(device="cpu"), workers=workers)
 
@@ -453,7 +453,7 @@ def _(ctx: Ctx) -> str:
 
 @case(8, "a stack locked by another live run")
 def _(ctx: Ctx) -> str:
-    from napari_numsnet.cohort import plan_cohort
+    from napari_numsnet.workflows.cohort import plan_cohort
 
     ckpt, images, out = _cohort(ctx, 1)
     out.mkdir()
@@ -469,7 +469,7 @@ def _(ctx: Ctx) -> str:
 
 @case(8, "a stack lock left by a killed run (dead pid)")
 def _(ctx: Ctx) -> str:
-    from napari_numsnet.cohort import plan_cohort
+    from napari_numsnet.workflows.cohort import plan_cohort
 
     ckpt, images, out = _cohort(ctx, 1)
     out.mkdir()
@@ -483,7 +483,7 @@ def _(ctx: Ctx) -> str:
 
 @case(8, "the status folder becomes read-only (status writes fail)")
 def _(ctx: Ctx) -> str:
-    from napari_numsnet.cohort import STATUS_FOLDER
+    from napari_numsnet.workflows.cohort import STATUS_FOLDER
 
     ckpt, images, out = _cohort(ctx, 1)
     (out / STATUS_FOLDER).mkdir(parents=True)
@@ -515,7 +515,7 @@ def _(ctx: Ctx) -> str:
     ckpt, images, out = _cohort(ctx, 6)
     code = (
         "import sys; from pathlib import Path\n"
-        "from napari_numsnet.cohort import predict_cohort\n"
+        "from napari_numsnet.workflows.cohort import predict_cohort\n"
         "from napari_numsnet.config import PredictConfig\n"
         f"predict_cohort({str(ckpt)!r}, {[str(p) for p in images]!r}, {str(out)!r}, "
         "PredictConfig(device='cpu'), workers=2)\n"

@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_numsnet import cascade, pipeline
+from napari_numsnet import pipeline
 from napari_numsnet.cli import main
 from napari_numsnet.engine.checkpoint import Checkpoint, save_checkpoint
 from napari_numsnet.engine.predict import Prediction
 from napari_numsnet.io.classes import ClassTable
 from napari_numsnet.io.volume import volume_from_array
+from napari_numsnet.workflows import cascade
 
 CLASSES = ClassTable.from_names(["background", "lung", "opacity"])
 
@@ -43,7 +44,7 @@ def test_stages_are_trained_on_region_and_masked_image(
         return real_train(stacks, model, training, preprocess, classes, **kwargs)
 
     real_train = pipeline.train
-    monkeypatch.setattr(pipeline, "train", spy)
+    monkeypatch.setattr(cascade, "train", spy)
     stack = lung_stack()
     cascade.train_cascade(
         stack,
@@ -82,7 +83,7 @@ def test_prediction_is_zero_outside_the_predicted_region(
     def fake_predict(checkpoint, image, config=None, slice_range=None, probabilities=False):
         return Prediction(region if checkpoint is trained.region else inner)
 
-    monkeypatch.setattr(pipeline, "predict", fake_predict)
+    monkeypatch.setattr(cascade, "predict", fake_predict)
     labels = trained.predict(stack.image).labels
     assert np.all(labels[region == 0] == 0)
     assert np.all(labels[region == 1] == 2)

@@ -17,6 +17,7 @@ from napari_numsnet.engine.checkpoint import (
 from napari_numsnet.errors import NumsnetError
 from napari_numsnet.io.classes import ClassTable
 from napari_numsnet.models import create_model
+from napari_numsnet.workflows import training as training_module
 
 ANNOTATED = [1, 3, 5, 8]  # slice 8 held out for validation: 3 training slices
 
@@ -128,14 +129,14 @@ def test_resume_continues_epochs_weights_and_optimizer(
     trained, stack, fast_training, tmp_path, monkeypatch
 ):
     saved = load_checkpoint(save_checkpoint(trained, tmp_path / "first.numsnet.pt"))
-    real_fit = pipeline.fit
+    real_fit = training_module.fit
     start_weights = {}
 
     def spy(model, *args, **kwargs):
         start_weights.update({k: v.detach().clone() for k, v in model.state_dict().items()})
         return real_fit(model, *args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "fit", spy)
+    monkeypatch.setattr(training_module, "fit", spy)
     resumed = pipeline.train(stack, training=fast_training.replace(epochs=3), resume=saved)
     assert_same_weights(start_weights, saved.state_dict)
     assert resumed.epochs_done == 5

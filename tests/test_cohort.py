@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_numsnet import cohort
 from napari_numsnet.config import PredictConfig, PreprocessConfig
 from napari_numsnet.engine.checkpoint import Checkpoint, save_checkpoint
 from napari_numsnet.engine.predict import predict_volume
@@ -22,6 +21,7 @@ from napari_numsnet.errors import NumsnetError
 from napari_numsnet.io.labels import write_labels
 from napari_numsnet.io.volume import read_volume, volume_from_array
 from napari_numsnet.models import create_model
+from napari_numsnet.workflows import cohort
 
 SPACING = (2.5, 0.8, 0.8)  # mm, (z, h, w)
 

@@ -14,6 +14,7 @@ from napari_numsnet.engine.losses import get_loss, supervised_loss
 from napari_numsnet.models import create_model
 from napari_numsnet.models.blocks import SegmentationOutput
 from napari_numsnet.pseudolabel import lungmask
+from napari_numsnet.workflows import stacks as stacks_module
 
 TINY = (4, 4, 8, 8, 8)
 
@@ -42,9 +43,8 @@ def test_one_hounsfield_detector_for_preprocessing_and_pseudo_labels():
     assert lungmask.looks_like_hounsfield is looks_like_hounsfield
     window = Preprocessor(PreprocessConfig()).config  # default config has no fixed window
     assert window.window is None
-    from napari_numsnet import pipeline
 
-    assert pipeline.looks_like_hounsfield is looks_like_hounsfield
+    assert stacks_module.looks_like_hounsfield is looks_like_hounsfield
 
 
 def test_local_side_outputs_keep_an_annotated_slice_at_odd_depth():
@@ -105,7 +105,7 @@ def test_predict_returns_full_size_labels_for_predictors_too():
 
 def test_cascade_probabilities_are_masked_to_the_region():
     """Smaller defect: labels were masked to stage 1's region, probabilities were not."""
-    from napari_numsnet import cascade as cascade_module
+    from napari_numsnet.workflows import cascade as cascade_module
 
     class Region(_FixedPredictor):
         def predict(self, image, config=None, probabilities=False):

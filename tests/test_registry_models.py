@@ -13,14 +13,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from napari_numsnet import cascade, pipeline
+from napari_numsnet import pipeline
 from napari_numsnet.config import ModelConfig, PreprocessConfig, TrainConfig
 from napari_numsnet.engine.checkpoint import load_checkpoint, save_checkpoint, transfer_model
 from napari_numsnet.io.classes import ClassTable
 from napari_numsnet.models import MODELS, create_model
 from napari_numsnet.models.base import ModelContract, ModelKind, check_input, padded_size
 from napari_numsnet.pseudolabel import KMeansConfig
-from napari_numsnet.workflows import selflearn
+from napari_numsnet.workflows import cascade, selflearn
 from napari_numsnet.workflows.selflearn import SelfLearningConfig, self_learning
 
 NAMES = sorted(MODELS)

@@ -11,7 +11,7 @@ import torch
 from napari_numsnet import pipeline
 from napari_numsnet.config import ModelConfig, PreprocessConfig, TrainConfig
 from napari_numsnet.errors import NumsnetError
-from napari_numsnet.retrain import RetrainResult, retrain
+from napari_numsnet.workflows.retrain import RetrainResult, retrain
 
 #: Filters per depth of the tiny test models (as in conftest.py).
 TINY_WIDTHS = (4, 8, 8, 8, 8)

@@ -27,14 +27,12 @@ package's core only: no Qt, no napari.
 from __future__ import annotations
 
 import errno
-import hashlib
 import io
 import json
 import os
 import re
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,8 +47,18 @@ from napari_numsnet.io.atomic import (
     temporary_name,
     write_fully,
 )
-from napari_numsnet.io.classes import ClassTable, load_class_table
-from napari_numsnet.io.labels import read_labels, write_labels
+from napari_numsnet.io.classes import ClassTable
+from napari_numsnet.io.labels import write_labels
+from napari_numsnet.io.saved_work import (
+    ANNOTATIONS_NIFTI,
+    ANNOTATIONS_NUMPY,
+    CLASSES_FILE,
+    STATE_FILE,
+    DamagedSave,
+    SavedWork,
+    content_hash,
+    read_save,
+)
 from napari_numsnet.io.volume import VolumeMeta
 from napari_numsnet.workfolder import (
     WORK_ROOT_ENV,
@@ -64,12 +72,8 @@ from napari_numsnet.workfolder import (
 )
 
 if TYPE_CHECKING:
-    from napari_numsnet.cascade import Cascade
+    from napari_numsnet.workflows.cascade import Cascade
 
-ANNOTATIONS_NIFTI = "annotations.nii.gz"
-ANNOTATIONS_NUMPY = "annotations.npy"
-CLASSES_FILE = "classes.json"
-STATE_FILE = "work.json"
 CHECKPOINT_FILE = "model.numsnet.pt"
 STATE_FORMAT = "napari-numsnet-work"
 #: Complete saves kept in a work folder (older ones are removed after a new save).
@@ -88,36 +92,6 @@ __all__ = [
     "user_work_root",
     "work_folder_for",
 ]
-
-
-def _hash(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
-
-
-@dataclass
-class SavedWork:
-    """What a work folder holds about the annotations.
-
-    Attributes
-    ----------
-    labels
-        ``(Z, H, W)`` integer annotation stack.
-    annotated
-        Slices that count as annotated (ground truth, possibly empty), ascending.
-    classes
-        The class table, or ``None`` if none was saved.
-    sampling
-        The slice planner's settings.
-    recovered
-        ``None``, or why newer saves were passed over (damaged or incomplete) and which
-        save was loaded instead.
-    """
-
-    labels: np.ndarray
-    annotated: list[int]
-    classes: ClassTable | None
-    sampling: SamplingConfig
-    recovered: str | None = None
 
 
 class Workspace:
@@ -269,7 +243,9 @@ class Workspace:
                 "sampling": (sampling or SamplingConfig()).to_dict(),
                 "meta": None if self.meta is None else self.meta.to_dict(),
                 "fingerprint": self.fingerprint,
-                "files": {n: {"size": len(d), "blake2b": _hash(d)} for n, d in files.items()},
+                "files": {
+                    n: {"size": len(d), "blake2b": content_hash(d)} for n, d in files.items()
+                },
             }
             write_fully(tmp / STATE_FILE, (json.dumps(state, indent=2) + "\n").encode())
             fsync_dir(tmp)
@@ -335,7 +311,7 @@ class Workspace:
             for save in candidates:
                 try:
                     work = self._read_save(save, shape)
-                except _Damaged as exc:
+                except DamagedSave as exc:
                     if f"{save.name}: {exc}" not in problems:
                         problems.append(f"{save.name}: {exc}")
                     continue
@@ -351,40 +327,20 @@ class Workspace:
         )
 
     def _read_save(self, save: Path, shape: Sequence[int] | None) -> SavedWork:
-        try:
-            state = json.loads((save / STATE_FILE).read_text())
-            annotated = [int(i) for i in state["annotated"]]
-            sampling = SamplingConfig.from_dict(state.get("sampling") or {})
-            saved_meta = VolumeMeta.from_dict(state["meta"]) if state.get("meta") else None
-            for name, record in (state.get("files") or {}).items():
-                if _hash((save / name).read_bytes()) != record["blake2b"]:
-                    raise _Damaged(f"{name} does not match its record")
-            names = list(state.get("files") or [self._annotations_name])
-            annotations = save / next(n for n in names if n.startswith("annotations"))
-            if annotations.suffix == ".npy":
-                labels = np.load(annotations, allow_pickle=False)
-            else:
-                labels = read_labels(annotations, like=saved_meta or self.meta)  # type: ignore[arg-type]
-            classes_file = save / CLASSES_FILE
-            classes = load_class_table(classes_file) if classes_file.is_file() else None
-        except _Damaged:
-            raise
-        except (OSError, ValueError, KeyError, TypeError, StopIteration) as exc:
-            raise _Damaged(str(exc)) from exc
-        if shape is not None and tuple(labels.shape) != tuple(int(s) for s in shape):
+        work = read_save(save, self.meta, self._annotations_name)
+        if shape is not None and tuple(work.labels.shape) != tuple(int(s) for s in shape):
             raise NumsnetError(
-                f"The saved annotations in {self.folder} have shape {tuple(labels.shape)} "
+                f"The saved annotations in {self.folder} have shape {tuple(work.labels.shape)} "
                 f"but the image has {tuple(shape)}.",
                 "They belong to another image: move that folder away to start afresh.",
             )
-        saved_print = state.get("fingerprint")
-        if self.fingerprint and saved_print and saved_print != self.fingerprint:
+        if self.fingerprint and work.fingerprint and work.fingerprint != self.fingerprint:
             raise NumsnetError(
                 f"The saved annotations in {self.folder} were made on another image of the "
-                f"same shape {tuple(labels.shape)} (its voxels differ).",
+                f"same shape {tuple(work.labels.shape)} (its voxels differ).",
                 "They belong to another image: move that folder away to start afresh.",
             )
-        return SavedWork(labels, annotated, classes, sampling)
+        return work
 
     def keep_current(self) -> Path | None:
         """Copy the newest save to ``kept-<number>/``, which is never pruned.
@@ -406,7 +362,7 @@ class Workspace:
 
     def save_checkpoint(self, checkpoint: Checkpoint | Cascade) -> Path:
         """Write the last checkpoint (or cascade) here (atomically)."""
-        from napari_numsnet.cascade import save_predictor
+        from napari_numsnet.workflows.cascade import save_predictor
 
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
@@ -416,13 +372,9 @@ class Workspace:
 
     def load_checkpoint(self) -> Checkpoint | Cascade | None:
         """The last checkpoint (or cascade) saved here (or in the legacy folder), or ``None``."""
-        from napari_numsnet.cascade import load_predictor
+        from napari_numsnet.workflows.cascade import load_predictor
 
         for folder in (self.folder, self.legacy):
             if folder is not None and (folder / CHECKPOINT_FILE).is_file():
                 return load_predictor(folder / CHECKPOINT_FILE)
         return None
-
-
-class _Damaged(Exception):
-    """A save whose files do not match its record or cannot be read."""

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from napari_numsnet import pipeline
-from napari_numsnet.cascade import Cascade, load_predictor
 from napari_numsnet.config import ModelConfig
 from napari_numsnet.engine.events import TrainState
 from napari_numsnet.models import get_spec
+from napari_numsnet.workflows.cascade import Cascade, load_predictor
 
 pytestmark = pytest.mark.gui
 MINUTE_MS = 60_000

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from napari_numsnet.io.volume import read_volume
-from napari_numsnet.pipeline import load_sample
+from napari_numsnet.workflows.sample import load_sample
 
 from ._reader import LayerData, image_layer_data, labels_layer_data
 

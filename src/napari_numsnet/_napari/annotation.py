@@ -17,7 +17,8 @@ from napari_numsnet.config import SamplingConfig
 from napari_numsnet.data.slices import SliceSplit
 from napari_numsnet.errors import NumsnetError
 from napari_numsnet.io.classes import ClassTable
-from napari_numsnet.pipeline import AnnotatedStack, load_sample, plan_slices, sample_dir
+from napari_numsnet.workflows.sample import load_sample, sample_dir
+from napari_numsnet.workflows.stacks import AnnotatedStack, plan_slices
 from napari_numsnet.workspace import Workspace
 
 from . import layers as L

@@ -6,9 +6,9 @@ from pathlib import Path
 
 from napari.layers import Labels
 
-from napari_numsnet.cascade import Cascade, save_predictor
 from napari_numsnet.engine.checkpoint import SUFFIX, Checkpoint
 from napari_numsnet.errors import NumsnetError
+from napari_numsnet.workflows.cascade import Cascade, save_predictor
 
 from . import layers as L
 from ._writer import export_labels

@@ -11,7 +11,7 @@ from napari.layers import Image, Labels
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import QFormLayout, QScrollArea, QTabWidget, QVBoxLayout, QWidget
 
-from napari_numsnet.cascade import Cascade
+from napari_numsnet.workflows.cascade import Cascade
 
 from . import layers as L
 from .annotate_widget import AnnotateWidget

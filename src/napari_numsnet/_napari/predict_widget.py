@@ -17,9 +17,9 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_numsnet.cascade import Cascade
 from napari_numsnet.errors import NumsnetError
 from napari_numsnet.models import get_spec
+from napari_numsnet.workflows.cascade import Cascade
 
 from .errors import reported
 from .prediction import PredictController

@@ -22,7 +22,6 @@ from napari.layers import Image, Labels
 from psygnal import Signal
 
 from napari_numsnet import pipeline
-from napari_numsnet.cascade import Cascade, load_predictor, train_cascade
 from napari_numsnet.config import (
     DEFAULT_MODEL,
     PRESETS,
@@ -33,6 +32,7 @@ from napari_numsnet.config import (
 from napari_numsnet.engine.checkpoint import Checkpoint, load_checkpoint
 from napari_numsnet.engine.events import TrainEvent, TrainState
 from napari_numsnet.errors import NumsnetError
+from napari_numsnet.workflows.cascade import Cascade, load_predictor, train_cascade
 
 from . import layers as L
 from .annotation import AnnotationController

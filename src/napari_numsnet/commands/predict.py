@@ -15,8 +15,9 @@ from napari_numsnet.io.naming import classes_path
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from napari_numsnet import cohort, pipeline
-    from napari_numsnet.cascade import load_predictor
+    from napari_numsnet import pipeline
+    from napari_numsnet.workflows import cohort
+    from napari_numsnet.workflows.cascade import load_predictor
 
     inputs = list(args.input or [])
     if args.input_list:

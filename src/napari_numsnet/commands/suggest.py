@@ -73,10 +73,10 @@ def _annotated(args: argparse.Namespace, shape: tuple[int, ...], meta) -> list[i
 
 def cmd_suggest(args: argparse.Namespace) -> int:
     """Print the ranking (a table, or JSON with ``--json``)."""
-    from napari_numsnet.cascade import load_predictor
     from napari_numsnet.engine.checkpoint import Checkpoint
     from napari_numsnet.engine.suggest import predict_with_suggestion
     from napari_numsnet.io.volume import read_volume
+    from napari_numsnet.workflows.cascade import load_predictor
 
     checkpoint = load_predictor(args.checkpoint)
     if not isinstance(checkpoint, Checkpoint):

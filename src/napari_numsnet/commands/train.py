@@ -144,7 +144,7 @@ def _preset_of(resume, device: str) -> str:
 
 def _train_cascade(args, stack, inner_cfg, training, preprocess, classes, preset) -> int:
     from napari_numsnet import pipeline
-    from napari_numsnet.cascade import save_cascade, train_cascade
+    from napari_numsnet.workflows.cascade import save_cascade, train_cascade
 
     if args.resume or args.transfer:
         raise NumsnetError(

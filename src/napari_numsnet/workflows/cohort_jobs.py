@@ -1,5 +1,5 @@
 """Cohort jobs: the input list, the plan, status records, class volumes, one job's
-prediction and the manifest (the worker pool is ``napari_numsnet.cohort``)."""
+prediction and the manifest (the worker pool is ``napari_numsnet.workflows.cohort``)."""
 
 from __future__ import annotations
 
@@ -90,9 +90,9 @@ def plan_cohort(inputs: Sequence[str | Path], output: str | Path) -> list[Cohort
     Raises
     ------
     NumsnetError
-        As :func:`napari_numsnet.pipeline.prediction_targets`.
+        As :func:`napari_numsnet.workflows.predict_files.prediction_targets`.
     """
-    from napari_numsnet.pipeline import prediction_targets
+    from napari_numsnet.workflows.predict_files import prediction_targets
 
     status_folder = Path(output) / STATUS_FOLDER
     return [
@@ -180,7 +180,7 @@ def predict_job(
     """
     from napari_numsnet.io.labels import write_labels
     from napari_numsnet.io.volume import read_volume
-    from napari_numsnet.pipeline import write_probabilities
+    from napari_numsnet.workflows.predict_files import write_probabilities
 
     start = time.perf_counter()
     volume = read_volume(job.input, stack_axis=stack_axis)

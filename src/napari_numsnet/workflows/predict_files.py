@@ -92,7 +92,7 @@ def make_predictor(
     checkpoint: Checkpoint | Any, config: PredictConfig, probabilities: bool = False
 ) -> Callable[[np.ndarray], Prediction]:
     """``image (Z, H, W) -> Prediction`` for many stacks: a checkpoint's model is built
-    once; any other predictor (a :class:`~napari_numsnet.cascade.Cascade`) is called
+    once; any other predictor (a :class:`~napari_numsnet.workflows.cascade.Cascade`) is called
     through its ``predict(image, config, probabilities)``."""
     if isinstance(checkpoint, Checkpoint):
         model = checkpoint.build_model()
@@ -131,7 +131,7 @@ def predict_files(
     are skipped unless ``overwrite`` (so an interrupted run can be restarted). Every file
     is written atomically. ``checkpoint`` may also be a predictor with
     ``predict(image, config, probabilities)``, such as a
-    :class:`~napari_numsnet.cascade.Cascade`.
+    :class:`~napari_numsnet.workflows.cascade.Cascade`.
     """
     files = stack_files(inputs)
     output = Path(output)

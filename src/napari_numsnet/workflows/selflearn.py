@@ -44,9 +44,9 @@ from napari_numsnet.engine.freezing import freeze_first_layers
 from napari_numsnet.engine.trainer import fit
 from napari_numsnet.errors import NumsnetError
 from napari_numsnet.io.classes import ClassTable
-from napari_numsnet.pipeline import AnnotatedStack, build_training_data, predict, train
 from napari_numsnet.pseudolabel.kmeans import kmeans_pseudolabels
 from napari_numsnet.pseudolabel.records import KMeansConfig
+from napari_numsnet.workflows.prediction import predict
 from napari_numsnet.workflows.selflearn_records import (
     CLUSTER_NAMES,
     LevelResult,
@@ -56,6 +56,8 @@ from napari_numsnet.workflows.selflearn_records import (
     collapse_reason,
     label_fractions,
 )
+from napari_numsnet.workflows.stacks import AnnotatedStack, build_training_data
+from napari_numsnet.workflows.training import train
 
 __all__ = [
     "CLUSTER_NAMES",

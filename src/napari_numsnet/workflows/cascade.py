@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_numsnet import pipeline
 from napari_numsnet.config import ModelConfig, PredictConfig, PreprocessConfig, TrainConfig
 from napari_numsnet.engine.checkpoint import (
     Checkpoint,
@@ -34,6 +33,9 @@ from napari_numsnet.engine.predict import Prediction
 from napari_numsnet.errors import NumsnetError
 from napari_numsnet.io.atomic import atomic_path, write_fully
 from napari_numsnet.io.classes import ClassTable
+from napari_numsnet.workflows.prediction import predict
+from napari_numsnet.workflows.stacks import AnnotatedStack
+from napari_numsnet.workflows.training import train
 
 CASCADE_FORMAT = "napari-numsnet-cascade"
 
@@ -75,10 +77,8 @@ class Cascade:
         probabilities: bool = False,
     ) -> Prediction:
         """Labels ``(Z, H, W)`` of ``image``: stage 2 inside stage 1's region, 0 outside."""
-        region = pipeline.predict(self.region, image, config).labels > 0
-        inner = pipeline.predict(
-            self.inner, mask_image(image, region), config, probabilities=probabilities
-        )
+        region = predict(self.region, image, config).labels > 0
+        inner = predict(self.inner, mask_image(image, region), config, probabilities=probabilities)
         labels = np.where(region, inner.labels, 0).astype(inner.labels.dtype)
         probs = inner.probabilities
         if probs is not None:  # as the labels: background only outside the region
@@ -93,18 +93,16 @@ def mask_image(image: np.ndarray, region: np.ndarray) -> np.ndarray:
     return np.where(region, image, image.min()).astype(image.dtype, copy=False)
 
 
-def _region_stack(
-    stack: pipeline.AnnotatedStack, values: Sequence[int]
-) -> pipeline.AnnotatedStack:
+def _region_stack(stack: AnnotatedStack, values: Sequence[int]) -> AnnotatedStack:
     region = np.isin(stack.labels, values).astype(np.uint8)
-    return pipeline.AnnotatedStack(
+    return AnnotatedStack(
         stack.image, region, stack.annotated, stack.val_slices, name=f"{stack.name} (region)"
     )
 
 
-def _inner_stack(stack: pipeline.AnnotatedStack, values: Sequence[int]) -> pipeline.AnnotatedStack:
+def _inner_stack(stack: AnnotatedStack, values: Sequence[int]) -> AnnotatedStack:
     region = np.isin(stack.labels, values)
-    return pipeline.AnnotatedStack(
+    return AnnotatedStack(
         mask_image(stack.image, region),
         stack.labels,
         stack.annotated,
@@ -114,7 +112,7 @@ def _inner_stack(stack: pipeline.AnnotatedStack, values: Sequence[int]) -> pipel
 
 
 def train_cascade(
-    stacks: pipeline.AnnotatedStack | Sequence[pipeline.AnnotatedStack],
+    stacks: AnnotatedStack | Sequence[AnnotatedStack],
     region_model: ModelConfig,
     inner_model: ModelConfig,
     training: TrainConfig = TrainConfig(),
@@ -136,7 +134,7 @@ def train_cascade(
     region_values
         Label values that form the region; default every non-zero value.
     """
-    stacks = [stacks] if isinstance(stacks, pipeline.AnnotatedStack) else list(stacks)
+    stacks = [stacks] if isinstance(stacks, AnnotatedStack) else list(stacks)
     values = tuple(region_values) if region_values else None
     if values is None:
         values = tuple(range(1, inner_model.num_classes + (0 if inner_model.exclusive else 1)))
@@ -146,7 +144,7 @@ def train_cascade(
             "Give the label values that make up the region (e.g. the lung and what lies in it).",
         )
     region_classes = ClassTable.from_names(["background", "region"])
-    region = pipeline.train(
+    region = train(
         [_region_stack(s, values) for s in stacks],
         region_model.replace(num_classes=2, exclusive=True),
         training,
@@ -155,7 +153,7 @@ def train_cascade(
         callback=callback,
         stop_event=stop_event,
     )
-    inner = pipeline.train(
+    inner = train(
         [_inner_stack(s, values) for s in stacks],
         inner_model,
         training,

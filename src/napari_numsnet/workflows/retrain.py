@@ -15,13 +15,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from napari_numsnet import pipeline
 from napari_numsnet.config import TrainConfig
 from napari_numsnet.engine.checkpoint import Checkpoint
 from napari_numsnet.engine.device import select_device
 from napari_numsnet.engine.events import ProgressCallback, TrainEvent
 from napari_numsnet.engine.validation import evaluate_stacks, label_names
 from napari_numsnet.errors import NumsnetError
+from napari_numsnet.workflows.stacks import AnnotatedStack, build_training_data
+from napari_numsnet.workflows.training import train
 
 #: Steps of one retrain after an accepted slice, chosen on the loop benchmark
 #: (``benchmarks/loop.py``): enough to take the new slice in, seconds on two CPU cores.
@@ -67,15 +68,13 @@ class RetrainResult:
         return self._mean(self.dice_after)
 
 
-def _validation_dice(
-    checkpoint: Checkpoint, stacks: Sequence[pipeline.AnnotatedStack]
-) -> dict[str, float]:
+def _validation_dice(checkpoint: Checkpoint, stacks: Sequence[AnnotatedStack]) -> dict[str, float]:
     """Dice per class of ``checkpoint`` on the held-out slices of ``stacks``."""
     if not any(len(s.val_slices) for s in stacks):
         return {}
     model = checkpoint.build_model()
     cfg = checkpoint.model_config
-    _, val = pipeline.build_training_data(stacks, cfg, checkpoint.preprocess)
+    _, val = build_training_data(stacks, cfg, checkpoint.preprocess)
     device = select_device(checkpoint.train_config.device if checkpoint.train_config else "cpu")
     names = label_names(checkpoint.class_names, cfg.num_classes, cfg.exclusive)
     return evaluate_stacks(model, val, names, device)
@@ -94,7 +93,7 @@ def _budget(base: TrainConfig, steps: int) -> TrainConfig:
 
 def retrain(
     checkpoint: Checkpoint,
-    stacks: pipeline.AnnotatedStack | Sequence[pipeline.AnnotatedStack],
+    stacks: AnnotatedStack | Sequence[AnnotatedStack],
     budget_steps: int = DEFAULT_BUDGET_STEPS,
     training: TrainConfig | None = None,
     callback: ProgressCallback | None = None,
@@ -115,7 +114,7 @@ def retrain(
         Batch size, learning rate, augmentation, device, seed; ``None`` takes the
         checkpoint's own training settings. Its epochs and steps are replaced by the budget.
     callback, stop_event
-        Progress events and the stop flag, as for :func:`pipeline.train`.
+        Progress events and the stop flag, as for :func:`train`.
 
     Returns
     -------
@@ -125,7 +124,7 @@ def retrain(
     Raises
     ------
     NumsnetError
-        A budget below 1 step, or the errors of :func:`pipeline.train`.
+        A budget below 1 step, or the errors of :func:`train`.
     """
     if budget_steps < 1:
         raise NumsnetError(
@@ -136,7 +135,7 @@ def retrain(
             "Only a single model can be retrained, not a cascade.",
             "Retrain each stage of the cascade with its own annotations.",
         )
-    stacks = [stacks] if isinstance(stacks, pipeline.AnnotatedStack) else list(stacks)
+    stacks = [stacks] if isinstance(stacks, AnnotatedStack) else list(stacks)
     base = training or checkpoint.train_config or TrainConfig()
     before = _validation_dice(checkpoint, stacks)
     emit = callback or (lambda event: None)
@@ -148,7 +147,7 @@ def retrain(
         emit(event)
 
     start = time.perf_counter()
-    continued = pipeline.train(
+    continued = train(
         stacks,
         training=_budget(base, budget_steps),
         resume=checkpoint,

@@ -74,7 +74,7 @@ class _Runner:
         probabilities: bool,
         worker: int,
     ) -> None:
-        from napari_numsnet.pipeline import make_predictor
+        from napari_numsnet.workflows.predict_files import make_predictor
 
         self.predict = make_predictor(predictor, config, probabilities)
         self.values = class_value_names(predictor)
@@ -117,7 +117,7 @@ def _worker_main(
     exit_with_parent()  # a worker never outlives a killed parent
     import torch
 
-    from napari_numsnet.cascade import load_predictor
+    from napari_numsnet.workflows.cascade import load_predictor
 
     torch.set_num_threads(threads)
     try:
@@ -256,7 +256,7 @@ def _predict_inline(
     probabilities: bool,
     collect: Callable[[CohortJob, dict[str, Any]], None],
 ) -> None:
-    from napari_numsnet.cascade import load_predictor
+    from napari_numsnet.workflows.cascade import load_predictor
 
     if not jobs:
         return
