@@ -4,7 +4,9 @@ A 10 ms ``QTimer`` runs in the viewer's main thread while the NUMSnet panel trai
 planned slices of the sample CT (reference labels copied in, as an annotator would paint
 them). The gap between two timer ticks is how long the event loop was busy elsewhere: a
 gap of 100 ms is a visible stall of the brush or the slider. The same training is run
-with the plot shown and with it hidden, to see what the plot costs in gaps and speed.
+with the plot shown and with it hidden, to see what the plot costs in gaps and speed, in
+``--pairs`` pairs whose order alternates (shown first, then hidden first, ...); the
+summary line gives the median and range of the per-pair speed ratio shown / hidden.
 
 Run under a display (``xvfb-run -a python3 benchmarks/event_loop.py``); one line per run
 goes to ``benchmarks/results/event_loop.jsonl``.
@@ -108,15 +110,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads (default: the policy's)"
     )
+    parser.add_argument("--pairs", type=int, default=3, help="shown/hidden pairs")
     parser.add_argument("--no-save", action="store_true", help="print only")
     args = parser.parse_args(argv)
-    rows = [measure(args.seconds, shown, args.threads) for shown in (True, False)]
-    for row in rows:
-        print(json.dumps(row))
-        if not args.no_save:
-            RESULTS.parent.mkdir(parents=True, exist_ok=True)
-            with RESULTS.open("a") as handle:
-                handle.write(json.dumps(row) + "\n")
+    ratios = []
+    for pair in range(args.pairs):
+        order = (True, False) if pair % 2 == 0 else (False, True)
+        rows = {shown: measure(args.seconds, shown, args.threads) for shown in order}
+        for shown in order:
+            rows[shown]["pair"] = pair
+            print(json.dumps(rows[shown]), flush=True)
+            if not args.no_save:
+                RESULTS.parent.mkdir(parents=True, exist_ok=True)
+                with RESULTS.open("a") as handle:
+                    handle.write(json.dumps(rows[shown]) + "\n")
+        shown_speed, hidden_speed = (rows[s]["slices_per_second"] for s in (True, False))
+        if shown_speed and hidden_speed:
+            ratios.append(shown_speed / hidden_speed)
+    if ratios:
+        print(
+            f"training speed, plot shown / hidden: median {statistics.median(ratios):.2f} "
+            f"(range {min(ratios):.2f}-{max(ratios):.2f}) over {len(ratios)} pairs"
+        )
     return 0
 
 

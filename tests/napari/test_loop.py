@@ -7,6 +7,9 @@ autosaved annotations.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -110,12 +113,26 @@ def test_whole_loop(panel, ct_path, tmp_path, qtbot, tiny_model, make_napari_vie
     assert a.annotated == {*planned, z}
 
     # --- retrain from the last checkpoint with the accepted slice ------------------------
-    before = t.checkpoint.epochs_done
+    # A short budget that continues the last weights; the tab says Dice before and after.
+    before = int(t.checkpoint.record["steps_done"])
+    retrained = []
+    t.retrained.connect(retrained.append)
+    widget.predict_tab.retrain_steps.setValue(6)
     widget.predict_tab.retrain_button.click()
     wait_idle(qtbot, t)
     assert t.state is TrainState.DONE, errors
-    assert t.checkpoint.epochs_done == before + 2
+    qtbot.waitUntil(lambda: len(retrained) == 1, timeout=MINUTE_MS)
+    assert retrained[0].steps == 6
+    assert int(t.checkpoint.record["steps_done"]) == before + 6
     assert z in t.checkpoint.record["annotated"]["ct"]
+    status = widget.predict_tab.status.text()
+    assert status.startswith("Retrained 6 steps in"), status
+    assert f"validation Dice {retrained[0].mean_before:.3f} -> " in status, status
+    shot = widget.predict_tab.grab()
+    shot.save(str(tmp_path / "predict_tab_after_retrain.png"))
+    assert shot.width() > 200 and shot.height() > 200
+    if os.environ.get("NUMSNET_SCREENSHOTS"):  # look at it: NUMSNET_SCREENSHOTS=<folder>
+        shot.save(str(Path(os.environ["NUMSNET_SCREENSHOTS"]) / "predict_tab_after_retrain.png"))
 
     # --- predict a slice range only: the other slices of the layer stay as they were ------
     before_range = np.array(prediction.data, copy=True)

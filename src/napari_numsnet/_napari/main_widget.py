@@ -186,13 +186,17 @@ class NumsnetWidget(QWidget):
             self.autosaver.save_now()
 
     def retrain(self) -> None:
-        """Continue training from the last checkpoint with the annotations as they are now
-        (a cascade, which cannot be continued, is trained again)."""
+        """Continue the last checkpoint for the Predict tab's short budget with the
+        annotations as they are now (a cascade, which cannot be continued, is trained
+        again in full)."""
         self.tabs.setCurrentIndex(1)
         cascade = self.training.settings.cascade_region is not None or isinstance(
             self.training.checkpoint, Cascade
         )
-        self.train_tab._start(resume=not cascade)
+        if cascade:
+            self.train_tab._start(resume=False)
+        else:
+            self.train_tab.retrain(self.predict_tab.retrain_steps.value())
 
     def showEvent(self, event: Any) -> None:
         super().showEvent(event)

@@ -20,6 +20,7 @@ from qtpy.QtWidgets import (
 from napari_numsnet.errors import NumsnetError
 from napari_numsnet.models import get_spec
 from napari_numsnet.workflows.cascade import Cascade
+from napari_numsnet.workflows.retrain import DEFAULT_BUDGET_STEPS, RetrainResult
 
 from .errors import reported
 from .prediction import PredictController
@@ -66,6 +67,14 @@ class PredictWidget(QWidget):
             )
         )
         self.retrain_button = QPushButton("Retrain (continue with the new annotations)")
+        self.retrain_steps = QSpinBox()
+        self.retrain_steps.setRange(1, 100_000)
+        self.retrain_steps.setValue(DEFAULT_BUDGET_STEPS)
+        self.retrain_steps.setSuffix(" steps")
+        self.retrain_steps.setToolTip(
+            "Optimiser steps of one retrain: it continues the last weights, so a few dozen "
+            "take an accepted slice in within seconds on a CPU."
+        )
         self.status = QLabel()
         self.status.setWordWrap(True)
         self._n = -1
@@ -84,6 +93,7 @@ class PredictWidget(QWidget):
             )
         )
         controller.training.checkpoint_changed.connect(lambda *_: self.refresh())
+        controller.training.retrained.connect(self._show_retrained)
         controller.annotation.changed.connect(self.refresh)
         self.refresh()
 
@@ -103,8 +113,12 @@ class PredictWidget(QWidget):
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         buttons = (self.predict_button, self.suggest_button, self.accept_button)
-        for widget in (*buttons, self.retrain_button):
+        for widget in buttons:
             layout.addWidget(widget)
+        retrain_row = QHBoxLayout()
+        retrain_row.addWidget(self.retrain_button, 1)
+        retrain_row.addWidget(self.retrain_steps)
+        layout.addLayout(retrain_row)
         layout.addWidget(self.status)
         layout.addStretch(1)
 
@@ -114,6 +128,22 @@ class PredictWidget(QWidget):
         s.config = s.config.replace(direction=self.direction.currentText())
         s.slice_range = None if self.whole.isChecked() else (self.start.value(), self.stop.value())
         s.probabilities = self.probabilities.isChecked()
+
+    def _show_retrained(self, result: RetrainResult) -> None:
+        text = f"Retrained {result.steps} steps in {result.seconds:.0f} s"
+        if result.dice_before:
+            text += (
+                f"; validation Dice {result.mean_before:.3f} -> {result.mean_after:.3f} ("
+                + ", ".join(
+                    f"{name} {result.dice_before[name]:.2f} -> {result.dice_after[name]:.2f}"
+                    for name in result.dice_after
+                    if name != "background"
+                )
+                + ")"
+            )
+        else:
+            text += " (no validation slice to score)"
+        self.status.setText(text + ". Predict again to see the change.")
 
     @reported
     def _predict(self) -> None:

@@ -259,6 +259,13 @@ class TrainWidget(QWidget):
         thread_policy.apply_threads(self.threads.value() or None, reserve=1)
         self.controller.start(resume=resume)
 
+    def retrain(self, steps: int) -> None:
+        """Continue the last checkpoint for ``steps`` steps; the plot keeps its history."""
+        self.plot.reset(self.controller.annotation.classes, keep_history=True)
+        self.progress_bar.setValue(0)
+        thread_policy.apply_threads(self.threads.value() or None, reserve=1)
+        self.controller.retrain(steps)
+
     def toggle(self) -> None:
         """Train when idle, stop when training (the Train/Stop shortcut)."""
         if self.controller.running:

@@ -33,6 +33,7 @@ from napari_numsnet.engine.checkpoint import Checkpoint, load_checkpoint
 from napari_numsnet.engine.events import TrainEvent, TrainState
 from napari_numsnet.errors import NumsnetError
 from napari_numsnet.workflows.cascade import Cascade, load_predictor, train_cascade
+from napari_numsnet.workflows.retrain import DEFAULT_BUDGET_STEPS, RetrainResult, retrain
 
 from . import layers as L
 from .annotation import AnnotationController
@@ -113,6 +114,9 @@ class TrainController:
     """A new checkpoint is available (trained, loaded or restored)."""
     pairs_changed = Signal()
     """The extra image/annotation pairs changed."""
+    retrained = Signal(object)
+    """A :class:`~napari_numsnet.workflows.retrain.RetrainResult` (validation Dice before
+    and after a short retrain)."""
 
     def __init__(self, annotation: AnnotationController, deliver: Deliver = call_now) -> None:
         self.annotation = annotation
@@ -229,13 +233,51 @@ class TrainController:
                     resume=previous, transfer_from=transfer, **common,
                 )  # fmt: skip
 
+        return self._launch(job, settings, self._on_returned)
+
+    def retrain(self, budget_steps: int = DEFAULT_BUDGET_STEPS) -> threading.Thread:
+        """Continue the last checkpoint on the annotations as they are now for
+        ``budget_steps`` steps (seconds, not a whole run), in a worker thread.
+
+        The validation slices are scored before and after; :attr:`retrained` carries the
+        result. A cascade cannot be continued: it raises, as :meth:`start` does.
+        """
+        if self.running:
+            raise NumsnetError("Training is already running.", "Wait for it or press Stop.")
+        previous = self.checkpoint
+        if previous is None:
+            raise NumsnetError(
+                "There is no checkpoint to continue from.", "Train once first, or load one."
+            )
+        if isinstance(previous, Cascade):
+            raise NumsnetError(
+                "A cascade cannot be continued: its two stages are trained one after the "
+                "other from the start.",
+                "Press Train to train it again with the annotations as they are now.",
+            )
+        settings = copy.deepcopy(self.settings)
+        stacks = [self.annotation.annotated_stack()]
+        stacks += [pair_stack(image, labels) for image, labels in self.pairs]
+
+        def job() -> RetrainResult:
+            return retrain(
+                previous, stacks, budget_steps, callback=self._on_progress, stop_event=self._stop
+            )
+
+        def returned(result: RetrainResult, workspace: Any) -> None:
+            self._on_returned(result.checkpoint, workspace)
+            self.retrained.emit(result)
+
+        return self._launch(job, settings, returned)
+
+    def _launch(self, job: Any, settings: TrainSettings, returned: Any) -> threading.Thread:
         workspace = self.annotation.workspace
         self._stop.clear()
         self.last_event = None
         self.run_settings = settings
         self._set_state(TrainState.TRAINING)
         self.worker = run_in_thread(
-            job, lambda ckpt: self._on_returned(ckpt, workspace), self._on_error, self.deliver
+            job, lambda result: returned(result, workspace), self._on_error, self.deliver
         )
         return self.worker
 
