@@ -19,6 +19,7 @@ prints the tables (mean ± sample std over seeds).
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -163,6 +164,8 @@ def run_one(
 ) -> dict[str, Any]:
     """Train ``model`` with ``seed`` under ``regime`` and score it on ``evaluation``."""
     preset = PRESETS[args.preset]
+    if args.width_scale:
+        preset = dataclasses.replace(preset, width_scale=args.width_scale)
     annotated, n_train = annotate(
         pool, regime, args.fraction, seed, args.strategy, args.validation_every
     )
@@ -344,6 +347,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--size", type=int, default=None, help="override the preset's size")
+    parser.add_argument(
+        "--width-scale", type=float, default=None, help="override the preset's width scale"
+    )
     parser.add_argument("--class-names", default=",".join(ACDC_CLASSES))
     parser.add_argument(
         "--unetsharp-pruned",
