@@ -305,3 +305,15 @@ def test_train_without_annotated_says_every_labelled_slice_counts(nifti_pair, tm
     )  # fmt: skip
     assert status == 0, err
     assert "no --annotated: every slice with a label counts as annotated" in out
+
+
+@pytest.mark.parametrize("start", ["--resume", "--transfer"])
+def test_model_and_widths_beside_a_checkpoint_are_refused(nifti_pair, tmp_path, capsys, start):
+    image_path, labels_path = nifti_pair
+    common = ["--image", image_path, "--labels", labels_path, "--output", tmp_path / "m.pt"]
+    for option in (["--widths", "4,4,8,8,8"], ["--model", "unet"]):
+        status, _, err = run(capsys, "train", *common, start, tmp_path / "c.pt", *option)
+        assert status == 2, err
+        assert f"{option[0]} " in err and f"ignored beside {start}" in err
+        assert "Traceback" not in err
+    assert not (tmp_path / "m.pt").exists()

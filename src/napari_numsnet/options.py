@@ -135,6 +135,12 @@ def check_train_options(args: argparse.Namespace) -> None:
             f"--model {args.model} is ignored beside {which}: the checkpoint fixes the model.",
             f"Leave out --model, or train a new {args.model} without {which}.",
         )
+    if getattr(args, "widths", None) and (args.resume or args.transfer):
+        which = "--resume" if args.resume else "--transfer"
+        raise NumsnetError(
+            f"--widths is ignored beside {which}: the checkpoint fixes the network's widths.",
+            f"Leave out --widths, or train a new model with these widths without {which}.",
+        )
     from napari_numsnet.engine.run_saver import resume_path
 
     resume = resume_path(args.resume, args.output) if args.resume else None
