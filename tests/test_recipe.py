@@ -25,18 +25,7 @@ from napari_numsnet.engine.trainer import fit
 from napari_numsnet.errors import NumsnetError
 from napari_numsnet.models import create_model
 from napari_numsnet.models.base import ModelKind
-
-
-def square_images(n: int, size: int = 32, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """A bright square (class 1) on faint noise, ``(n, size, size)`` images and labels."""
-    rng = np.random.default_rng(seed)
-    images = rng.normal(0.0, 0.1, (n, size, size)).astype(np.float32)
-    labels = np.zeros((n, size, size), dtype=np.int64)
-    for i in range(n):
-        r, c = rng.integers(2, size - 12, size=2)
-        images[i, r : r + 10, c : c + 10] += 1.0
-        labels[i, r : r + 10, c : c + 10] = 1
-    return images, labels
+from toys import square_images
 
 
 def recipe(**changes) -> TrainConfig:

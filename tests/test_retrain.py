@@ -12,21 +12,10 @@ from napari_numsnet import pipeline
 from napari_numsnet.config import ModelConfig, PreprocessConfig, TrainConfig
 from napari_numsnet.errors import NumsnetError
 from napari_numsnet.workflows.retrain import RetrainResult, retrain
+from toys import square_images
 
 #: Filters per depth of the tiny test models (as in conftest.py).
 TINY_WIDTHS = (4, 8, 8, 8, 8)
-
-
-def square_images(n: int, seed: int, size: int = 32, side: int = 10):
-    """A bright square (class 1) on faint noise: ``(n, size, size)`` images and labels."""
-    rng = np.random.default_rng(seed)
-    images = rng.normal(0.0, 0.1, (n, size, size)).astype(np.float32)
-    labels = np.zeros((n, size, size), dtype=np.int64)
-    for i in range(n):
-        r, c = rng.integers(2, size - side - 2, size=2)
-        images[i, r : r + side, c : c + side] += 1.0
-        labels[i, r : r + side, c : c + side] = 1
-    return images, labels
 
 
 TRAINING = TrainConfig(
