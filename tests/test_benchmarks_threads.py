@@ -63,3 +63,19 @@ def test_cpu_variants_benchmark_compares_with_fp32(tmp_path):
     assert infer["fp32"]["ratio_to_fp32"] == 1.0
     assert all(r["max_abs_diff_to_fp32"] < 1e-4 for r in infer.values())
     assert {r["variant"] for r in records if r["phase"] == "train"} == {"fp32", "channels_last"}
+
+
+def test_step_cost_benchmark_times_each_network_and_profiles_the_convolutions(tmp_path, capsys):
+    bench = importlib.import_module("step_cost")
+    networks = "drsegunet,drsegunet_quarter,drsegunet_channels_last"
+    args = ["--out", str(tmp_path), "--size", "32", "--batch", "1", "--reps", "2",
+            "--steps", "1", "--networks", networks]  # fmt: skip
+    assert bench.main(args) == 0
+    records = {r["network"]: r for r in _lines(tmp_path / "step_cost.jsonl")}
+    assert set(records) == set(networks.split(","))
+    assert records["drsegunet"]["ratio_to_first"] == 1.0
+    assert all(r["ms_per_step"]["n"] == 2 for r in records.values())
+    # Half the fast preset's widths: about a quarter of its parameters.
+    quarter = records["drsegunet_quarter"]["parameters"] / records["drsegunet"]["parameters"]
+    assert 0.2 < quarter < 0.3
+    assert "aten::convolution_backward" in capsys.readouterr().out
