@@ -49,9 +49,8 @@ def measure(seconds: float, plot_shown: bool, threads: int | None) -> dict[str, 
     for z in a.planned:
         a.labels.data[z] = reference[z]
         a.mark(int(z))
+    widget.train_tab.threads.setValue(threads or 0)  # 0: "auto", the thread policy
     t.settings.training = t.settings.training.replace(epochs=10_000, device="cpu")
-    if threads is not None and hasattr(t.settings.training, "threads"):
-        t.settings.training = t.settings.training.replace(threads=threads)
     app = QApplication.instance()
     ticks: list[float] = []
     timer = QTimer()
@@ -67,7 +66,7 @@ def measure(seconds: float, plot_shown: bool, threads: int | None) -> dict[str, 
 
     t.progress.connect(on_event)
     timer.start()
-    t.start()
+    widget.train_tab.train_button.click()  # as a user starts it
     began = time.perf_counter()
     loop = QEventLoop()  # the real event loop, as in napari.run()
     QTimer.singleShot(int(seconds * 1000), loop.quit)

@@ -17,7 +17,7 @@ from napari_numsnet.io.classes import ClassTable, visible_on_grey
 BACKGROUND = "#262930"
 FOREGROUND = "#d1d2d4"
 STEP_COLOR = "#7f8c8d"
-REDRAW_MS = 250
+REDRAW_MS = 1000
 """The curves are updated at most this often (milliseconds)."""
 FALLBACK_COLORS = ("#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#42d4f4")
 
