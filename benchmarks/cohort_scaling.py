@@ -1,10 +1,11 @@
 """Cohort prediction throughput against the number of worker processes.
 
 Predicts every stack of a folder (default: the 20 ACDC validation stacks) with
-``napari_numsnet.workflows.cohort.predict_cohort`` once per worker count, into a fresh output
-folder each time, and records the wall time, stacks/s and slices/s, the speed-up over
-the first worker count, and the time of a restart that finds every stack done. The
-network is untrained: the time of a prediction does not depend on the weights.
+``napari_numsnet.workflows.cohort.predict_cohort`` ``--reps`` times per worker count (the
+counts interleaved, the order rotating), each time into a fresh output folder, and records
+the wall time (median and range), slices/s, the speed-up over the first worker count
+(median and range of the per-round ratios) and the time of a restart that finds every
+stack done. The network is untrained: the time of a prediction does not depend on the weights.
 
     python3 benchmarks/cohort_scaling.py --workers 1,2 --device cpu
     python3 benchmarks/cohort_scaling.py --workers 1,2,4,8 --device cuda   # one per GPU
@@ -48,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, help="slice side (default: the preset's)")
     parser.add_argument("--width-scale", type=float, help="widths x this (default: preset)")
     parser.add_argument("--name", default="cohort_scaling")
+    parser.add_argument("--reps", type=int, default=3, help="rounds of every worker count")
     args = parser.parse_args(argv)
 
     from napari_numsnet import pipeline
@@ -65,23 +67,31 @@ def main(argv: list[str] | None = None) -> int:
         for f in files:
             shutil.copy(f, inputs / f.name)
         ckpt, config = _checkpoint(args.model, args.preset, args.size, args.width_scale, work)
-        baseline = None
-        for workers in common.int_list(args.workers):
-            out = work / f"out-{workers}"
-            start = time.perf_counter()
-            summary = cohort.predict_cohort(
-                ckpt, [inputs], out, PredictConfig(device=args.device), workers=workers
-            )
-            seconds = time.perf_counter() - start
-            if summary.done != len(files):
-                print(f"{workers} worker(s): {summary.failed} failed", file=sys.stderr)
-                return 1
-            start = time.perf_counter()
-            again = cohort.predict_cohort(
-                ckpt, [inputs], out, PredictConfig(device=args.device), workers=workers
-            )
-            restart = time.perf_counter() - start
-            baseline = baseline or seconds
+        counts = common.int_list(args.workers)
+        seconds_of: dict[int, list[float]] = {w: [] for w in counts}
+        restarts: dict[int, list[float]] = {w: [] for w in counts}
+        for rep in range(args.reps):  # the worker counts interleaved, the order rotating
+            for workers in counts[rep % len(counts) :] + counts[: rep % len(counts)]:
+                out = work / f"out-{workers}-{rep}"
+                start = time.perf_counter()
+                summary = cohort.predict_cohort(
+                    ckpt, [inputs], out, PredictConfig(device=args.device), workers=workers
+                )
+                seconds_of[workers].append(time.perf_counter() - start)
+                if summary.done != len(files):
+                    print(f"{workers} worker(s): {summary.failed} failed", file=sys.stderr)
+                    return 1
+                start = time.perf_counter()
+                again = cohort.predict_cohort(
+                    ckpt, [inputs], out, PredictConfig(device=args.device), workers=workers
+                )
+                restarts[workers].append(time.perf_counter() - start)
+                assert again.skipped == len(files)
+        load = common.load_average()
+        for workers in counts:
+            stats = common.median_range(seconds_of[workers])
+            first = seconds_of[counts[0]]
+            ratios = [b / s for b, s in zip(first, seconds_of[workers], strict=True)]
             record = {
                 "model": args.model,
                 "widths": list(config.widths or []),
@@ -90,19 +100,21 @@ def main(argv: list[str] | None = None) -> int:
                 "workers": workers,
                 "stacks": len(files),
                 "slices": slices,
-                "seconds": round(seconds, 2),
-                "stacks_per_second": len(files) / seconds,
-                "slices_per_second": slices / seconds,
-                "speedup": baseline / seconds,
-                "restart_seconds": round(restart, 2),
-                "restart_skipped": again.skipped,
+                "rounds": args.reps,
+                "seconds": stats,
+                "seconds_median": round(stats["median"], 2),
+                "slices_per_second": slices / stats["median"],
+                "speedup": common.median_range(ratios),
+                "restart_seconds": common.median_range(restarts[workers]),
+                "load_after": load,
                 "machine": common.machine(args.device),
             }
             common.append_result(args.out / f"{args.name}.jsonl", record)
             print(
-                f"{workers} worker(s): {len(files)} stacks, {slices} slices in {seconds:.1f} s "
-                f"({slices / seconds:.1f} slices/s, x{baseline / seconds:.2f}); "
-                f"restart with all done: {restart:.2f} s"
+                f"{workers} worker(s): {len(files)} stacks, {slices} slices in "
+                f"{common.fmt_range(stats, 1)} s ({slices / stats['median']:.1f} slices/s), "
+                f"x{common.fmt_range(record['speedup'])} against {counts[0]} worker(s); "
+                f"restart with all done: {common.fmt_range(record['restart_seconds'])} s"
             )
     finally:
         shutil.rmtree(work, ignore_errors=True)
