@@ -124,6 +124,7 @@ def test_whole_loop(panel, ct_path, tmp_path, qtbot, tiny_model, make_napari_vie
     qtbot.waitUntil(lambda: len(retrained) == 1, timeout=MINUTE_MS)
     assert retrained[0].steps == 6
     assert int(t.checkpoint.record["steps_done"]) == before + 6
+    assert widget.predict_tab.model_label.text().endswith(f"; {before + 6} steps.")
     assert z in t.checkpoint.record["annotated"]["ct"]
     status = widget.predict_tab.status.text()
     assert status.startswith("Retrained 6 steps in"), status

@@ -187,9 +187,10 @@ class PredictWidget(QWidget):
                 name = f"CHS-Net cascade {region} → {inner}"
             else:
                 name = model_title(checkpoint.model_config.name)
+            steps = checkpoint.record.get("steps_done")
+            trained = f"{steps} steps" if steps else f"{checkpoint.epochs_done} epoch(s)"
             self.model_label.setText(
-                f"{name}, classes "
-                f"{', '.join(checkpoint.class_names[1:])}; {checkpoint.epochs_done} epoch(s)."
+                f"{name}, classes {', '.join(checkpoint.class_names[1:])}; {trained}."
             )
         self.predict_button.setEnabled(not c.running and checkpoint is not None)
         self.predict_button.setText("Predicting…" if c.running else "Predict")
