@@ -76,6 +76,9 @@ def train(ctx: Ctx, *extra: str, image: Path | None = None) -> tuple[int, str]:
         labels = ctx.folder / f"labels-{image.name}"
     output = ctx.folder / "out.numsnet.pt"
     args = ["train", "--image", image, "--labels", labels, "--output", output, *FAST]
+    if "--resume" in extra or "--transfer" in extra:  # the checkpoint fixes the widths
+        at = args.index("--widths")
+        args = args[:at] + args[at + 2 :]
     if "--output" in extra:
         args = args[: args.index("--output")] + args[args.index("--output") + 2 :]
     return ctx.cli(*args, *extra)
@@ -305,6 +308,12 @@ _numbers("`train --seed -1`", "--seed", "-1", words=("seed",))
 def _(ctx: Ctx) -> str:
     ckpt = checkpoint(ctx)
     return refused(*train(ctx, "--model", "unet", "--resume", str(ckpt)), "--model")
+
+
+@case(6, "`train --widths` beside `--resume`")
+def _(ctx: Ctx) -> str:
+    ckpt = checkpoint(ctx)
+    return refused(*train(ctx, "--resume", str(ckpt), "--widths", WIDTHS), "--widths")
 
 
 @case(6, "`train --transfer` beside `--resume`")
