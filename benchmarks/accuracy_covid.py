@@ -122,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default="unetpp,unet,drsegunet")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--preset", default="fast", choices=sorted(PRESETS))
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument(
+        "--epochs", type=int, default=0, help="epochs instead of the preset's step budget"
+    )
     parser.add_argument("--size", type=int, default=None, help="override the preset's size")
     parser.add_argument("--limit", type=int, default=None, help="first N slices of each split")
     args = parser.parse_args(argv)
@@ -138,7 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     for seed in common.int_list(args.seeds):
         for name in common.csv_list(args.models):
             stages = cascade_models(name)
-            training = preset.train.replace(device=args.device, seed=seed, epochs=args.epochs)
+            training = preset.train.replace(device=args.device, seed=seed)
+            if args.epochs:  # an epoch count replaces the preset's step budget
+                training = training.replace(epochs=args.epochs, steps=0)
             start = time.perf_counter()
             if stages:
                 region, inner = (
@@ -158,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
                 "seed": seed,
                 "preset": preset.name,
                 "epochs": training.epochs,
+                "steps": int(checkpoint.record.get("steps_done", 0)),
                 "batch_size": training.batch_size,
                 "size": preprocess.size,
                 "widths": list(checkpoint.model_config.widths),
