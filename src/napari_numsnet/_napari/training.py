@@ -195,24 +195,12 @@ class TrainController:
         NumsnetError
             Already training, nothing annotated, or no checkpoint to continue.
         """
-        if self.running:
-            raise NumsnetError("Training is already running.", "Wait for it or press Stop.")
+        self._refuse_if_running()
         settings = copy.deepcopy(self.settings)  # this run's settings, whatever changes
-        stacks = [self.annotation.annotated_stack()]
-        stacks += [pair_stack(image, labels) for image, labels in self.pairs]
+        stacks = self._stacks()
         classes = self.annotation.classes
-        previous = self.checkpoint if resume else None
-        if resume and previous is None:
-            raise NumsnetError(
-                "There is no checkpoint to continue from.", "Train once first, or load one."
-            )
         region = settings.cascade_region
-        if resume and (region is not None or isinstance(previous, Cascade)):
-            raise NumsnetError(
-                "A cascade cannot be continued: its two stages are trained one after the "
-                "other from the start.",
-                "Press Train to train it again with the annotations as they are now.",
-            )
+        previous = self._checkpoint_to_continue(region) if resume else None
         transfer = None
         if settings.transfer_from and not resume:
             transfer = load_checkpoint(settings.transfer_from)
@@ -242,22 +230,10 @@ class TrainController:
         The validation slices are scored before and after; :attr:`retrained` carries the
         result. A cascade cannot be continued: it raises, as :meth:`start` does.
         """
-        if self.running:
-            raise NumsnetError("Training is already running.", "Wait for it or press Stop.")
-        previous = self.checkpoint
-        if previous is None:
-            raise NumsnetError(
-                "There is no checkpoint to continue from.", "Train once first, or load one."
-            )
-        if isinstance(previous, Cascade):
-            raise NumsnetError(
-                "A cascade cannot be continued: its two stages are trained one after the "
-                "other from the start.",
-                "Press Train to train it again with the annotations as they are now.",
-            )
+        self._refuse_if_running()
+        previous = self._checkpoint_to_continue(region=None)
         settings = copy.deepcopy(self.settings)
-        stacks = [self.annotation.annotated_stack()]
-        stacks += [pair_stack(image, labels) for image, labels in self.pairs]
+        stacks = self._stacks()
 
         def job() -> RetrainResult:
             return retrain(
@@ -269,6 +245,31 @@ class TrainController:
             self.retrained.emit(result)
 
         return self._launch(job, settings, returned)
+
+    def _refuse_if_running(self) -> None:
+        if self.running:
+            raise NumsnetError("Training is already running.", "Wait for it or press Stop.")
+
+    def _stacks(self) -> list[pipeline.AnnotatedStack]:
+        """The current image's annotated stack, then the extra pairs'."""
+        stacks = [self.annotation.annotated_stack()]
+        return stacks + [pair_stack(image, labels) for image, labels in self.pairs]
+
+    def _checkpoint_to_continue(self, region: ModelConfig | None) -> Checkpoint:
+        """The last checkpoint, refused when there is none or it (or ``region``, a cascade
+        about to be trained) is a cascade, which cannot be continued."""
+        previous = self.checkpoint
+        if previous is None:
+            raise NumsnetError(
+                "There is no checkpoint to continue from.", "Train once first, or load one."
+            )
+        if region is not None or isinstance(previous, Cascade):
+            raise NumsnetError(
+                "A cascade cannot be continued: its two stages are trained one after the "
+                "other from the start.",
+                "Press Train to train it again with the annotations as they are now.",
+            )
+        return previous
 
     def _launch(self, job: Any, settings: TrainSettings, returned: Any) -> threading.Thread:
         workspace = self.annotation.workspace

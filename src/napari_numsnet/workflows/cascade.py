@@ -34,7 +34,7 @@ from napari_numsnet.errors import NumsnetError
 from napari_numsnet.io.atomic import atomic_path, write_fully
 from napari_numsnet.io.classes import ClassTable
 from napari_numsnet.workflows.prediction import predict
-from napari_numsnet.workflows.stacks import AnnotatedStack
+from napari_numsnet.workflows.stacks import AnnotatedStack, as_stack_list
 from napari_numsnet.workflows.training import train
 
 CASCADE_FORMAT = "napari-numsnet-cascade"
@@ -134,7 +134,7 @@ def train_cascade(
     region_values
         Label values that form the region; default every non-zero value.
     """
-    stacks = [stacks] if isinstance(stacks, AnnotatedStack) else list(stacks)
+    stacks = as_stack_list(stacks)
     values = tuple(region_values) if region_values else None
     if values is None:
         values = tuple(range(1, inner_model.num_classes + (0 if inner_model.exclusive else 1)))

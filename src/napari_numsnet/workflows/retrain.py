@@ -16,12 +16,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from napari_numsnet.config import TrainConfig
+from napari_numsnet.data.dataset import StackSample
 from napari_numsnet.engine.checkpoint import Checkpoint
 from napari_numsnet.engine.device import select_device
 from napari_numsnet.engine.events import ProgressCallback, TrainEvent
 from napari_numsnet.engine.validation import evaluate_stacks, label_names
 from napari_numsnet.errors import NumsnetError
-from napari_numsnet.workflows.stacks import AnnotatedStack, build_training_data
+from napari_numsnet.workflows.stacks import AnnotatedStack, as_stack_list, build_training_data
 from napari_numsnet.workflows.training import train
 
 #: Steps of one retrain after an accepted slice, chosen on the loop benchmark
@@ -68,13 +69,22 @@ class RetrainResult:
         return self._mean(self.dice_after)
 
 
-def _validation_dice(checkpoint: Checkpoint, stacks: Sequence[AnnotatedStack]) -> dict[str, float]:
-    """Dice per class of ``checkpoint`` on the held-out slices of ``stacks``."""
+def _validation_data(
+    checkpoint: Checkpoint, stacks: Sequence[AnnotatedStack]
+) -> list[StackSample]:
+    """The held-out slices of ``stacks``, preprocessed as ``checkpoint`` (and its
+    continuation, which keeps the preprocessing) expects; empty without any."""
     if not any(len(s.val_slices) for s in stacks):
+        return []
+    return build_training_data(stacks, checkpoint.model_config, checkpoint.preprocess)[1]
+
+
+def _validation_dice(checkpoint: Checkpoint, val: list[StackSample]) -> dict[str, float]:
+    """Dice per class of ``checkpoint`` on ``val`` (empty without validation data)."""
+    if not val:
         return {}
     model = checkpoint.build_model()
     cfg = checkpoint.model_config
-    _, val = build_training_data(stacks, cfg, checkpoint.preprocess)
     device = select_device(checkpoint.train_config.device if checkpoint.train_config else "cpu")
     names = label_names(checkpoint.class_names, cfg.num_classes, cfg.exclusive)
     return evaluate_stacks(model, val, names, device)
@@ -135,9 +145,10 @@ def retrain(
             "Only a single model can be retrained, not a cascade.",
             "Retrain each stage of the cascade with its own annotations.",
         )
-    stacks = [stacks] if isinstance(stacks, AnnotatedStack) else list(stacks)
+    stacks = as_stack_list(stacks)
     base = training or checkpoint.train_config or TrainConfig()
-    before = _validation_dice(checkpoint, stacks)
+    val = _validation_data(checkpoint, stacks)
+    before = _validation_dice(checkpoint, val)
     emit = callback or (lambda event: None)
     steps = 0
 
@@ -155,5 +166,5 @@ def retrain(
         stop_event=stop_event,
     )
     seconds = time.perf_counter() - start
-    after = _validation_dice(continued, stacks)
+    after = _validation_dice(continued, val)
     return RetrainResult(continued, before, after, steps, seconds)

@@ -51,6 +51,11 @@ class AnnotatedStack:
     name: str = "stack"
 
 
+def as_stack_list(stacks: AnnotatedStack | Sequence[AnnotatedStack]) -> list[AnnotatedStack]:
+    """One stack or several, as a list (what the workflows take either way)."""
+    return [stacks] if isinstance(stacks, AnnotatedStack) else list(stacks)
+
+
 def default_preprocess(
     image: np.ndarray, base: PreprocessConfig | None = None
 ) -> PreprocessConfig:

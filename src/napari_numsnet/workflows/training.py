@@ -21,7 +21,12 @@ from napari_numsnet.engine.trainer import CheckpointCallback, fit
 from napari_numsnet.errors import NumsnetError
 from napari_numsnet.io.classes import ClassTable
 from napari_numsnet.models import create_model
-from napari_numsnet.workflows.stacks import AnnotatedStack, build_training_data, default_preprocess
+from napari_numsnet.workflows.stacks import (
+    AnnotatedStack,
+    as_stack_list,
+    build_training_data,
+    default_preprocess,
+)
 
 
 def train(
@@ -66,7 +71,7 @@ def train(
         Weights, configs, class names and the training record (``record["state"]`` is
         ``"stopped"`` when the stop flag ended it early).
     """
-    stacks = [stacks] if isinstance(stacks, AnnotatedStack) else list(stacks)
+    stacks = as_stack_list(stacks)
     if not stacks:
         raise NumsnetError("No stack to train on.", "Give at least one annotated stack.")
     if distributed.active():  # under torchrun: this process's share of whole stacks
