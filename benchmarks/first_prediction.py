@@ -31,9 +31,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default=",".join(common.ALL_MODELS))
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--preset", default="fast", choices=sorted(PRESETS))
-    parser.add_argument("--epochs", type=int, default=None, help="override the preset")
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="epochs instead of the preset's step budget"
+    )
     parser.add_argument("--fraction", type=float, default=0.10)
     parser.add_argument("--size", type=int, default=None, help="override the preset's size")
+    parser.add_argument(
+        "--run-length",
+        type=int,
+        default=None,
+        help="consecutive slices per NUMSnet-family training run (default: the preset's)",
+    )
     args = parser.parse_args(argv)
     common.set_threads(args.threads)
     preset = PRESETS[args.preset]
@@ -44,8 +52,10 @@ def main(argv: list[str] | None = None) -> int:
             image, reference, classes = sample.volume.data, sample.labels, sample.classes
             model = pipeline.model_for_preset(name, classes.num_values, preset)
             training = preset.train.replace(device=args.device, seed=seed)
-            if args.epochs:
-                training = training.replace(epochs=args.epochs)
+            if args.epochs:  # an epoch count replaces the preset's step budget
+                training = training.replace(epochs=args.epochs, steps=0, steps_per_slice=0)
+            if args.run_length is not None:
+                training = training.replace(run_length=args.run_length)
             sampling = SamplingConfig(fraction=args.fraction, seed=seed)
             split = pipeline.plan_slices(len(image), sampling)
             training = training.replace(batch_size=min(training.batch_size, len(split.train)))
@@ -63,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
                 "preset": preset.name,
                 "epochs": training.epochs,
                 "batch_size": training.batch_size,
+                "run_length": training.run_length,
+                "steps": result.checkpoint.record.get("budget", {}).get("steps"),
                 "size": preprocess.size,
                 "widths": list(result.checkpoint.model_config.widths),
                 "annotated": [int(i) for i in split.train],

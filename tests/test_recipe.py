@@ -243,6 +243,26 @@ def test_runs_are_augmented_with_one_transform_and_fused_in_order(tiny_config, m
         assert [int(a == b) for a, b in zip(index, previous, strict=True)] == [1, 0, 0, 0]
 
 
+def test_the_run_length_of_the_numsnet_family_is_its_own_setting(tiny_config, monkeypatch):
+    """``run_length`` sets how many consecutive slices a NUMSnet run holds, whatever the
+    batch size of slice models; 0 takes the batch size; below 0 is refused."""
+    stack = whole_stack(n=10, annotated=(3, 7))
+    sizes = []
+    real = step_module.random_affine
+
+    def spy(images, labels, generator, **kwargs):
+        sizes.append(images.shape[0])
+        return real(images, labels, generator, **kwargs)
+
+    monkeypatch.setattr(step_module, "random_affine", spy)
+    fit(model_of(tiny_config, "numsnet"), [stack], recipe(steps=2, augment=True, run_length=5))
+    fit(model_of(tiny_config, "numsnet"), [stack], recipe(steps=2, augment=True))
+    fit(model_of(tiny_config, "unet"), [stack], recipe(steps=2, augment=True, run_length=5))
+    assert sizes == [5, 5, 2, 2, 2, 2]  # runs of 5; of the batch size; slices: the batch
+    with pytest.raises(NumsnetError, match="Run length -1"):
+        fit(model_of(tiny_config, "numsnet"), [stack], recipe(run_length=-1))
+
+
 def test_volume_source_masks_unannotated_slices():
     stack = whole_stack(n=12, annotated=(5,))
     source = SubvolumeSource([stack], batch_size=1, depth=4)

@@ -146,8 +146,11 @@ class TrainConfig(_Record):
         When ``steps_per_slice`` > 0 the budget grows with the annotation:
         ``clip(steps_per_slice * annotated slices, min_steps, steps)``.
     batch_size
-        Slices per batch (the run length for the NUMSnet family); clamped to the
-        training data when there is less.
+        Slices per batch; clamped to the training data when there is less.
+    run_length
+        For the NUMSnet family: consecutive slices per training run (one run is one
+        batch), so that the slice fusion learns from as many real neighbours as it sees
+        at inference; 0 takes ``batch_size``. Clamped by each stack's length.
     learning_rate
         Peak learning rate.
     optimizer
@@ -197,6 +200,7 @@ class TrainConfig(_Record):
     steps_per_slice: int = 0
     min_steps: int = 0
     batch_size: int = 5
+    run_length: int = 0
     learning_rate: float = 1e-3
     optimizer: OptimizerName = "adam"
     weight_decay: float = 0.0

@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
 from napari.components import ViewerModel
 
 from napari_numsnet import pipeline
+from napari_numsnet._napari import training as training_module
 from napari_numsnet._napari._reader import read_nifti
 from napari_numsnet._napari.annotation import MIN_TRAINING_SLICES, AnnotationController
 from napari_numsnet._napari.prediction import PredictController
 from napari_numsnet._napari.training import TrainController
 from napari_numsnet.config import ModelConfig, PreprocessConfig, TrainConfig
 from napari_numsnet.engine.events import TrainState
+from napari_numsnet.errors import NumsnetError
 
 
 def test_the_controllers_import_no_qt():
@@ -116,3 +119,50 @@ def test_short_stacks_get_several_training_slices():
         assert len(a.split.train) >= MIN_TRAINING_SLICES, n
         assert len(a.split.val) == 1
         assert a.sampling.fraction == pytest.approx(0.10)  # the user's setting stays
+
+
+def test_a_run_saves_its_checkpoint_in_its_worker(controllers, monkeypatch):
+    _, a, t, _ = controllers
+    reference = pipeline.load_sample().labels
+    a.new_labels_layer(pipeline.load_sample().classes)
+    for z in a.planned:
+        a.labels.data[z] = reference[z]
+        a.mark(int(z))
+    tiny(t, epochs=1)
+    saved_in: list[str] = []
+    workspace = type(a.workspace)
+    original = workspace.save_checkpoint
+
+    def save(self, checkpoint):
+        saved_in.append(threading.current_thread().name)
+        return original(self, checkpoint)
+
+    monkeypatch.setattr(workspace, "save_checkpoint", save)
+    thread = t.start()
+    thread.join(120)
+    assert t.state is TrainState.DONE
+    assert saved_in == [thread.name]  # the checkpoint file is written off the GUI thread
+    assert a.workspace.load_checkpoint().epochs_done == 1
+
+
+def test_a_checkpoint_that_cannot_be_saved_is_reported_and_kept(controllers, monkeypatch):
+    _, a, t, _ = controllers
+    reference = pipeline.load_sample().labels
+    a.new_labels_layer(pipeline.load_sample().classes)
+    for z in a.planned:
+        a.labels.data[z] = reference[z]
+        a.mark(int(z))
+    tiny(t, epochs=1)
+    reported: list[BaseException] = []
+    monkeypatch.setattr(training_module, "report", reported.append)
+
+    full = NumsnetError("The disk is full.", "Free some space.")
+
+    def refuse(self, checkpoint):
+        raise full
+
+    monkeypatch.setattr(type(a.workspace), "save_checkpoint", refuse)
+    t.start().join(120)
+    assert t.state is TrainState.DONE
+    assert reported == [full]
+    assert t.checkpoint is not None and t.checkpoint.epochs_done == 1  # kept in memory

@@ -12,7 +12,7 @@ from napari.utils.key_bindings import coerce_keybinding
 
 from napari_numsnet import pipeline
 from napari_numsnet._napari.main_widget import NumsnetWidget
-from napari_numsnet._napari.plot import REDRAW_MS
+from napari_numsnet._napari.plot import AXIS_WIDTH, REDRAW_MS
 from napari_numsnet._napari.shortcuts import SHORTCUTS
 from napari_numsnet._napari.view import viewer_camera
 from napari_numsnet.engine.events import TrainEvent
@@ -124,3 +124,30 @@ def test_the_plot_draws_each_class_in_its_colour_and_throttles(panel, qtbot):
     liver = plot._dice_curves["liver"]
     assert liver.opts["pen"].color().name() == classes.colors[1]
     assert list(liver.getData()[1]) == [0.5]
+
+
+def test_a_redraw_touches_only_the_curves_that_changed(panel, qtbot):
+    _, widget = panel
+    plot = widget.train_tab.plot
+    plot.reset(pipeline.load_sample().classes.distinct_from())
+    plot.add_event(TrainEvent("step", 1, 1, 200, loss=1.0))
+    plot.add_event(TrainEvent("epoch", 1, 1, 200, loss=1.0, val_dice={"liver": 0.5}))
+    plot._redraw()
+    calls: dict[str, int] = {"step": 0, "liver": 0}
+    for name, curve in (("step", plot._step_curve), ("liver", plot._dice_curves["liver"])):
+        original = curve.setData
+
+        def counting(*args, name=name, original=original, **kwargs):
+            calls[name] += 1
+            return original(*args, **kwargs)
+
+        curve.setData = counting
+    plot.add_event(TrainEvent("step", 2, 2, 200, loss=0.5))
+    plot._redraw()  # a new step, no new epoch: the Dice curve is left as it is
+    assert calls == {"step": 1, "liver": 0}
+    plot.add_event(TrainEvent("epoch", 2, 2, 200, loss=0.5, val_dice={"liver": 0.7}))
+    plot._redraw()
+    assert calls == {"step": 1, "liver": 1}
+    assert list(plot._dice_curves["liver"].getData()[1]) == [0.5, 0.7]
+    for chart in (plot.loss_plot, plot.dice_plot):  # fixed: new tick labels never re-lay out
+        assert chart.getPlotItem().getAxis("left").width() == AXIS_WIDTH

@@ -1,12 +1,15 @@
 """Live training plot in the Train panel: loss per step and epoch, validation Dice per class.
 
-pyqtgraph draws the curves with Qt itself: an update replaces the points of a few
-curve items (no figure re-render), and updates are throttled to :data:`REDRAW_MS`, so a
-fast stream of step events costs the viewer's event loop next to nothing.
+pyqtgraph draws the curves with Qt itself: an update replaces the points of the curves
+that changed (the step curve; the epoch and Dice curves only after an epoch), with no
+figure re-render, and updates are throttled to :data:`REDRAW_MS`, so a fast stream of step
+events costs the viewer's event loop next to nothing. The left axes have a fixed width, so
+new tick labels never re-lay out the plots.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import pyqtgraph as pg
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QVBoxLayout, QWidget
@@ -19,6 +22,8 @@ FOREGROUND = "#d1d2d4"
 STEP_COLOR = "#7f8c8d"
 REDRAW_MS = 1000
 """The curves are updated at most this often (milliseconds)."""
+AXIS_WIDTH = 44
+"""Width of the left axes in pixels (fixed: tick labels of any length fit, no re-layout)."""
 FALLBACK_COLORS = ("#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#42d4f4")
 
 
@@ -31,6 +36,7 @@ def _plot(title: str, xlabel: str, ylabel: str) -> pg.PlotWidget:
         axis.setLabel(text, color=FOREGROUND)
         axis.setTextPen(FOREGROUND)
         axis.setPen("#5a5f6b")
+    item.getAxis("left").setWidth(AXIS_WIDTH)
     item.showGrid(x=True, y=True, alpha=0.15)
     item.setMenuEnabled(False)
     widget.setMinimumHeight(150)
@@ -65,6 +71,9 @@ class TrainingPlot(QWidget):
         self.redraws = 0
         self._step_offset = 0
         self._step_curve = self.loss_plot.plot(pen=pg.mkPen(STEP_COLOR, width=1), name="step")
+        self._step_curve.setClipToView(True)  # long runs: only the visible points,
+        self._step_curve.setDownsampling(auto=True, method="peak")  # at most ~ one per pixel
+        self._drawn: dict[object, int] = {}  # curve -> number of points it shows
         self._epoch_curve = self.loss_plot.plot(
             pen=pg.mkPen(FOREGROUND, width=1.5),
             symbol="o",
@@ -88,6 +97,7 @@ class TrainingPlot(QWidget):
                 self.dice_plot.removeItem(curve)
                 self.dice_legend.removeItem(curve)
             self._dice_curves = {}
+        self._drawn = {}
         self._step_offset = self.steps[-1][0] if self.steps else 0
         self._redraw()
 
@@ -117,8 +127,8 @@ class TrainingPlot(QWidget):
     def _redraw(self) -> None:
         self._timer.stop()
         self.redraws += 1
-        self._step_curve.setData(*_columns(self.steps))
-        self._epoch_curve.setData(*_columns(self.epochs))
+        self._set_points(self._step_curve, self.steps)
+        self._set_points(self._epoch_curve, self.epochs)
         for name, points in self.dice.items():
             curve = self._dice_curves.get(name)
             if curve is None:
@@ -131,8 +141,13 @@ class TrainingPlot(QWidget):
                     name=name,
                 )
                 self._dice_curves[name] = curve
-            curve.setData(*_columns(points))
+            self._set_points(curve, points)
 
-
-def _columns(points: list[tuple[int, float]]) -> tuple[list[float], list[float]]:
-    return [float(x) for x, _ in points], [float(y) for _, y in points]
+    def _set_points(self, curve: pg.PlotDataItem, points: list[tuple[int, float]]) -> None:
+        """Give ``curve`` its points, unless it already shows them all (the lists only grow
+        between resets)."""
+        if self._drawn.get(curve) == len(points):
+            return
+        self._drawn[curve] = len(points)
+        xy = np.array(points, dtype=float).reshape(-1, 2)
+        curve.setData(xy[:, 0], xy[:, 1])

@@ -115,7 +115,15 @@ def _source_for(
                 "Set semi_supervised to 0 for this model.",
             )
         unlabelled = config.batch_size
-    return make_source(kind, stacks, config.batch_size, depth, unlabelled)
+    if config.run_length < 0:
+        raise NumsnetError(
+            f"Run length {config.run_length} is below 0.",
+            "Use 0 (the batch size) or the number of consecutive slices per run.",
+        )
+    batch = config.batch_size
+    if kind is ModelKind.SEQUENCE and config.run_length > 0:
+        batch = config.run_length
+    return make_source(kind, stacks, batch, depth, unlabelled)
 
 
 def fit(
