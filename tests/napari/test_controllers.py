@@ -7,6 +7,7 @@ default), so a test joins the thread and looks.
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 import threading
@@ -20,6 +21,7 @@ from napari_numsnet._napari import training as training_module
 from napari_numsnet._napari._reader import read_nifti
 from napari_numsnet._napari.annotation import MIN_TRAINING_SLICES, AnnotationController
 from napari_numsnet._napari.prediction import PredictController
+from napari_numsnet._napari.tasks import frozen_heap
 from napari_numsnet._napari.training import TrainController
 from napari_numsnet.config import ModelConfig, PreprocessConfig, TrainConfig
 from napari_numsnet.engine.events import TrainState
@@ -121,7 +123,18 @@ def test_short_stacks_get_several_training_slices():
         assert a.sampling.fraction == pytest.approx(0.10)  # the user's setting stays
 
 
-def test_a_run_saves_its_checkpoint_in_its_worker(controllers, monkeypatch):
+def test_frozen_heap_nests_and_gives_the_objects_back():
+    assert gc.get_freeze_count() == 0
+    with frozen_heap():
+        frozen = gc.get_freeze_count()
+        assert frozen > 0  # the objects that existed are out of the collector's reach
+        with frozen_heap():  # a second run overlapping the first
+            pass
+        assert gc.get_freeze_count() == frozen  # still frozen: the first run goes on
+    assert gc.get_freeze_count() == 0
+
+
+def test_a_run_trains_on_a_frozen_heap_and_saves_in_its_worker(controllers, monkeypatch):
     _, a, t, _ = controllers
     reference = pipeline.load_sample().labels
     a.new_labels_layer(pipeline.load_sample().classes)
@@ -129,6 +142,8 @@ def test_a_run_saves_its_checkpoint_in_its_worker(controllers, monkeypatch):
         a.labels.data[z] = reference[z]
         a.mark(int(z))
     tiny(t, epochs=1)
+    frozen_while_training: list[int] = []
+    t.progress.connect(lambda event: frozen_while_training.append(gc.get_freeze_count()))
     saved_in: list[str] = []
     workspace = type(a.workspace)
     original = workspace.save_checkpoint
@@ -141,6 +156,8 @@ def test_a_run_saves_its_checkpoint_in_its_worker(controllers, monkeypatch):
     thread = t.start()
     thread.join(120)
     assert t.state is TrainState.DONE
+    assert frozen_while_training and min(frozen_while_training) > 0
+    assert gc.get_freeze_count() == 0  # given back when the run ended
     assert saved_in == [thread.name]  # the checkpoint file is written off the GUI thread
     assert a.workspace.load_checkpoint().epochs_done == 1
 

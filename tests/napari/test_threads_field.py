@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 
+from napari_numsnet import pipeline
+from napari_numsnet._napari import training as training_module
 from napari_numsnet.engine import threads
+from napari_numsnet.errors import NumsnetError
 
 
 @pytest.fixture
@@ -16,7 +21,9 @@ def keep_torch_threads():
     torch.set_num_threads(count)
 
 
-def test_threads_field_applies_the_policy_with_a_reserve(panel, keep_torch_threads, monkeypatch):
+def test_threads_field_applies_the_policy_with_a_reserve(
+    panel, keep_torch_threads, monkeypatch, qtbot
+):
     _, widget = panel
     tab = widget.train_tab
     assert tab.threads.value() == 0 and tab.threads.specialValueText() == "auto"
@@ -26,12 +33,33 @@ def test_threads_field_applies_the_policy_with_a_reserve(panel, keep_torch_threa
     tab.write_settings()
     assert "left to the viewer" in tab.device_label.text()
 
-    started = []
-    monkeypatch.setattr(tab.controller, "start", lambda resume=False: started.append(resume))
+    # The run applies the field in its worker thread, before it trains.
+    seen = []
+
+    def train(*args, **kwargs):
+        seen.append((threading.current_thread().name, torch.get_num_threads(), threads.current()))
+        raise NumsnetError("Stopped by the test.", "-")
+
+    monkeypatch.setattr(training_module.pipeline, "train", train)
+    monkeypatch.setattr(training_module, "report", lambda exc: None)
+    annotate_one_slice(widget)
     tab.threads.setValue(2)
+    assert tab.controller.settings.threads == 2
     tab._start(resume=False)
-    assert started == [False]
-    assert torch.get_num_threads() == 2 and threads.current().fixed
+    qtbot.waitUntil(lambda: not tab.controller.busy, timeout=30_000)
+    name, count, choice = seen[-1]
+    assert name != threading.main_thread().name
+    assert count == 2 and choice.fixed
     tab.threads.setValue(0)
+    assert tab.controller.settings.threads is None
     tab._start(resume=False)
-    assert threads.current().reserve == 1 and not threads.current().fixed
+    qtbot.waitUntil(lambda: not tab.controller.busy, timeout=30_000)
+    assert len(seen) == 2 and seen[-1][2].reserve == 1 and not seen[-1][2].fixed
+
+
+def annotate_one_slice(widget) -> None:
+    a = widget.annotation
+    a.new_labels_layer(pipeline.load_sample().classes)
+    z = int(a.planned[0])
+    a.labels.data[z] = pipeline.load_sample().labels[z]
+    a.mark(z)

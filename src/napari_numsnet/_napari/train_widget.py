@@ -30,7 +30,7 @@ from .errors import reported
 from .plot import TrainingPlot
 from .shortcuts import with_shortcut
 from .stacks_widget import StacksBox
-from .training import TrainController
+from .training import VIEWER_RESERVE, TrainController
 
 WIDTH_SCALES = {"1 (paper)": 1.0, "1/2": 0.5, "1/4": 0.25, "1/8": 0.125}
 
@@ -84,7 +84,7 @@ class TrainWidget(QWidget):
             "CPU threads for training and prediction. auto: the cores other programs leave "
             "free, less one for the viewer, looked at again between epochs."
         )
-        thread_policy.apply_threads(reserve=1, window=0.05)  # a core left to the viewer
+        thread_policy.apply_threads(reserve=VIEWER_RESERVE, window=0.05)  # for the device line
         self.train_button = QPushButton("Train")
         self.train_button.setToolTip(with_shortcut("Train a new model.", "train"))
         self.continue_button = QPushButton("Continue")
@@ -152,7 +152,8 @@ class TrainWidget(QWidget):
         self.preset.currentTextChanged.connect(self._on_preset)
         for widget in (self.model, self.device, self.width_scale, self.cascade):
             widget.currentIndexChanged.connect(lambda *_: self.write_settings())
-        for widget in (self.steps, self.epochs, self.batch_size, self.size, self.learning_rate):
+        numbers = (self.steps, self.epochs, self.batch_size, self.size, self.learning_rate)
+        for widget in (*numbers, self.threads):
             widget.valueChanged.connect(lambda *_: self.write_settings())
         self.augment.toggled.connect(lambda *_: self.write_settings())
         self.train_button.clicked.connect(lambda *_: self._start(resume=False))
@@ -245,6 +246,7 @@ class TrainWidget(QWidget):
             augment=self.augment.isChecked(),
         )
         s.preprocess = s.preprocess.replace(size=self.size.value())
+        s.threads = self.threads.value() or None
         try:
             self.device_label.setText(describe_device(select_device(s.training.device)))
         except NumsnetError as exc:
@@ -256,14 +258,12 @@ class TrainWidget(QWidget):
     def _start(self, resume: bool) -> None:
         self.plot.reset(self.controller.annotation.classes, keep_history=resume)
         self.progress_bar.setValue(0)
-        thread_policy.apply_threads(self.threads.value() or None, reserve=1)
         self.controller.start(resume=resume)
 
     def retrain(self, steps: int) -> None:
         """Continue the last checkpoint for ``steps`` steps; the plot keeps its history."""
         self.plot.reset(self.controller.annotation.classes, keep_history=True)
         self.progress_bar.setValue(0)
-        thread_policy.apply_threads(self.threads.value() or None, reserve=1)
         self.controller.retrain(steps)
 
     def toggle(self) -> None:

@@ -30,6 +30,7 @@ from napari_numsnet.config import (
     PreprocessConfig,
     TrainConfig,
 )
+from napari_numsnet.engine import threads as thread_policy
 from napari_numsnet.engine.checkpoint import Checkpoint, load_checkpoint
 from napari_numsnet.engine.events import TrainEvent, TrainState
 from napari_numsnet.errors import NumsnetError
@@ -39,7 +40,10 @@ from napari_numsnet.workflows.retrain import DEFAULT_BUDGET_STEPS, RetrainResult
 from . import layers as L
 from .annotation import AnnotationController
 from .errors import report
-from .tasks import Deliver, call_now, run_in_thread
+from .tasks import Deliver, call_now, frozen_heap, run_in_thread
+
+VIEWER_RESERVE = 1
+"""CPU cores the automatic thread policy leaves to the viewer."""
 
 
 @dataclass
@@ -61,6 +65,10 @@ class TrainSettings:
     transfer_from
         A checkpoint file whose layers (all but the head) start the model, for another
         class set (the NUMSnet paper's transfer); ``None`` starts from scratch.
+    threads
+        CPU threads for torch; ``None``: the automatic policy with a core left to the
+        viewer (:func:`~napari_numsnet.engine.threads.apply_threads`). The worker applies
+        it as the run starts, so the policy's load sampling never holds the GUI thread.
     """
 
     model: ModelConfig = field(default_factory=lambda: ModelConfig(DEFAULT_MODEL))
@@ -68,6 +76,7 @@ class TrainSettings:
     training: TrainConfig = PRESETS["fast"].train
     preprocess: PreprocessConfig = PRESETS["fast"].preprocess
     transfer_from: str | None = None
+    threads: int | None = None
 
     def apply_preset(self, name: str) -> None:
         """Take the budget, batch size, learning rate and slice size of a preset."""
@@ -288,7 +297,9 @@ class TrainController:
         self._set_state(TrainState.TRAINING)
 
         def train_and_save() -> tuple[Checkpoint | Cascade, Exception | None]:
-            checkpoint = job()
+            with frozen_heap():
+                thread_policy.apply_threads(settings.threads, reserve=VIEWER_RESERVE)
+                checkpoint = job()
             return checkpoint, _save(checkpoint, workspace)
 
         def returned(outcome: tuple[Checkpoint | Cascade, Exception | None]) -> None:
