@@ -70,6 +70,9 @@ def measure(seconds: float, plot_shown: bool, threads: int | None) -> dict[str, 
             speeds.append(event.slices_per_second)
 
     t.progress.connect(on_event)
+    shown = QEventLoop()  # the new window lays itself out and paints before Train is pressed
+    QTimer.singleShot(1500, shown.quit)
+    shown.exec()
     timer.start()
     widget.train_tab.train_button.click()  # as a user starts it
     began = time.perf_counter()
