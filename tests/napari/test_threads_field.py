@@ -46,15 +46,20 @@ def test_threads_field_applies_the_policy_with_a_reserve(
     tab.threads.setValue(2)
     assert tab.controller.settings.threads == 2
     tab._start(resume=False)
-    qtbot.waitUntil(lambda: not tab.controller.busy, timeout=30_000)
+    qtbot.waitUntil(lambda: idle(tab.controller), timeout=30_000)
     name, count, choice = seen[-1]
     assert name != threading.main_thread().name
     assert count == 2 and choice.fixed
     tab.threads.setValue(0)
     assert tab.controller.settings.threads is None
     tab._start(resume=False)
-    qtbot.waitUntil(lambda: not tab.controller.busy, timeout=30_000)
+    qtbot.waitUntil(lambda: idle(tab.controller), timeout=30_000)
     assert len(seen) == 2 and seen[-1][2].reserve == 1 and not seen[-1][2].fixed
+
+
+def idle(controller) -> bool:
+    """The worker has ended and its outcome has reached the GUI thread."""
+    return not controller.busy and not controller.running
 
 
 def annotate_one_slice(widget) -> None:
