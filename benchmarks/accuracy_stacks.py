@@ -170,6 +170,8 @@ def run_one(
         pool, regime, args.fraction, seed, args.strategy, args.validation_every
     )
     model_cfg = pipeline.model_for_preset(model, classes.num_values, preset)
+    if args.context is not None:
+        model_cfg = model_cfg.replace(context=args.context)
     training = preset.train.replace(device=args.device, seed=seed)
     if args.epochs:
         training = training.replace(epochs=args.epochs, steps=0)
@@ -241,6 +243,7 @@ def run_one(
         "fraction": args.fraction if regime == "few" else 1.0,
         "preset": preset.name,
         "widths": list(checkpoint.model_config.widths),
+        "context": checkpoint.model_config.context,
         "size": preprocess.size,
         "epochs": training.epochs,
         "steps": checkpoint.record.get("steps_done"),
@@ -349,6 +352,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=None, help="override the preset's size")
     parser.add_argument(
         "--width-scale", type=float, default=None, help="override the preset's width scale"
+    )
+    parser.add_argument(
+        "--context", type=int, default=None, help="2.5D neighbours each side (slice models)"
     )
     parser.add_argument("--class-names", default=",".join(ACDC_CLASSES))
     parser.add_argument(

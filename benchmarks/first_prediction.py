@@ -42,6 +42,15 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="consecutive slices per NUMSnet-family training run (default: the preset's)",
     )
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="slices per batch (default: the preset's)"
+    )
+    parser.add_argument(
+        "--context",
+        type=int,
+        default=None,
+        help="2.5D input: neighbouring slices on each side (slice models; default: preset's)",
+    )
     args = parser.parse_args(argv)
     common.set_threads(args.threads)
     preset = PRESETS[args.preset]
@@ -51,9 +60,13 @@ def main(argv: list[str] | None = None) -> int:
             sample = pipeline.load_sample()
             image, reference, classes = sample.volume.data, sample.labels, sample.classes
             model = pipeline.model_for_preset(name, classes.num_values, preset)
+            if args.context is not None:
+                model = model.replace(context=args.context)
             training = preset.train.replace(device=args.device, seed=seed)
             if args.epochs:  # an epoch count replaces the preset's step budget
                 training = training.replace(epochs=args.epochs, steps=0, steps_per_slice=0)
+            if args.batch_size is not None:
+                training = training.replace(batch_size=args.batch_size)
             if args.run_length is not None:
                 training = training.replace(run_length=args.run_length)
             sampling = SamplingConfig(fraction=args.fraction, seed=seed)
@@ -74,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
                 "epochs": training.epochs,
                 "batch_size": training.batch_size,
                 "run_length": training.run_length,
+                "context": model.context,
                 "steps": result.checkpoint.record.get("budget", {}).get("steps"),
                 "size": preprocess.size,
                 "widths": list(result.checkpoint.model_config.widths),

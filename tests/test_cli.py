@@ -297,6 +297,25 @@ def test_every_option_has_a_help_text_that_shows_its_default(capsys):
     assert "unetpp" in " ".join(subcommands["train"].format_help().split())  # --model lists
 
 
+def test_train_with_context_builds_a_2_5d_model_and_refuses_it_for_numsnet(
+    nifti_pair, tmp_path, capsys
+):
+    image_path, labels_path = nifti_pair
+    common = ["--image", image_path, "--labels", labels_path, "--annotated", "3,5,7"]
+    common += ["--num-classes", "6", "--epochs", "1", "--size", "32", *TINY]
+    ckpt = tmp_path / "m.numsnet.pt"
+    status, out, err = run(capsys, "train", *common, "--context", "1", "--output", ckpt)
+    assert status == 0, err
+    assert "with 2.5D context (1 slice each side)" in out
+    assert load_checkpoint(ckpt).build_model().config.input_channels == 3
+    refused = tmp_path / "n.numsnet.pt"
+    status, _, err = run(
+        capsys, "train", *common, "--model", "numsnet", "--context", "1", "--output", refused
+    )
+    assert status == 2 and "slice models only" in err and "Traceback" not in err
+    assert not refused.exists()
+
+
 def test_train_without_annotated_says_every_labelled_slice_counts(nifti_pair, tmp_path, capsys):
     image_path, labels_path = nifti_pair
     status, out, err = run(
@@ -308,10 +327,12 @@ def test_train_without_annotated_says_every_labelled_slice_counts(nifti_pair, tm
 
 
 @pytest.mark.parametrize("start", ["--resume", "--transfer"])
-def test_model_and_widths_beside_a_checkpoint_are_refused(nifti_pair, tmp_path, capsys, start):
+def test_model_widths_and_context_beside_a_checkpoint_are_refused(
+    nifti_pair, tmp_path, capsys, start
+):
     image_path, labels_path = nifti_pair
     common = ["--image", image_path, "--labels", labels_path, "--output", tmp_path / "m.pt"]
-    for option in (["--widths", "4,4,8,8,8"], ["--model", "unet"]):
+    for option in (["--widths", "4,4,8,8,8"], ["--model", "unet"], ["--context", "1"]):
         status, _, err = run(capsys, "train", *common, start, tmp_path / "c.pt", *option)
         assert status == 2, err
         assert f"{option[0]} " in err and f"ignored beside {start}" in err

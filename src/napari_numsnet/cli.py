@@ -18,6 +18,7 @@ from napari_numsnet import options
 from napari_numsnet.commands.common import (
     DefaultsHelpFormatter,
     _budget,
+    _context_note,
     _machine,
     _parse_slices,
     _parse_widths,
@@ -54,6 +55,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     model_cfg = pipeline.model_for_preset(args.model, classes.num_values, preset)
     if args.widths:
         model_cfg = model_cfg.replace(widths=args.widths)
+    if args.context is not None:
+        model_cfg = model_cfg.replace(context=args.context)
     training = _with_budget(
         preset.train.replace(device=args.device, seed=args.seed), args.epochs, args.steps
     )
@@ -72,7 +75,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     n_params = keras_parameter_count(create_model(model_cfg))
     size = f"{preprocess.size} px" if preprocess.size else "native size"
     print(
-        f"model: {model_cfg.name}, widths {model_cfg.widths or 'paper'}, {n_params:,} parameters;"
+        f"model: {model_cfg.name}{_context_note(model_cfg.context)}, "
+        f"widths {model_cfg.widths or 'paper'}, {n_params:,} parameters;"
         f" preset {preset.name}: {_budget(training, len(split.train))}, batch "
         f"{min(training.batch_size, len(split.train))}, {size}; device: {describe_device(device)}"
     )
@@ -186,6 +190,10 @@ def _apply_threads(args: argparse.Namespace) -> None:
     apply_threads(args.threads, share=int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
 
 
+CONTEXT_HELP = (
+    "2.5D input of the slice models: neighbouring slices on each side given as channels "
+    "(default: the preset's)"
+)
 DEVICE_HELP = "auto (CUDA, then MPS, then CPU) or a torch device such as cpu, cuda:1"
 SEED_HELP = "seed of the slice plan, the weights, the batches and the augmentation"
 AXIS_HELP = "axis of the file that runs along the stack (default: NIfTI's third, else 0)"
@@ -220,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--size", type=int, help="slice side for the network (0 = native)")
     p.add_argument("--widths", type=_parse_widths, help=argparse.SUPPRESS)
+    p.add_argument("--context", type=int, help=CONTEXT_HELP)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("train", help="train on the annotated slices of a stack", **fmt)
@@ -253,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stack-axis", type=int, help=AXIS_HELP)
     p.add_argument("--output", required=True, help="checkpoint to write (*.numsnet.pt)")
     p.add_argument("--widths", type=_parse_widths, help=argparse.SUPPRESS)
+    p.add_argument("--context", type=int, help=CONTEXT_HELP)
     p.add_argument("--threads", type=int, default=0, help=THREADS_HELP)
     p.set_defaults(func=cmd_train)
 

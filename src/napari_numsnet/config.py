@@ -74,6 +74,10 @@ class ModelConfig(_Record):
         UNet++ family only: extra 1x1 heads on the nested nodes of depth 1.
     dropout
         Dropout rate on the two deepest encoder nodes.
+    context
+        2.5D input, slice models only: this many neighbouring slices on each side of a
+        slice are given to the network as extra channels (the stack's first and last
+        slices repeated past its ends). 0: the slice alone, as in the papers.
     """
 
     name: str = DEFAULT_MODEL
@@ -83,6 +87,12 @@ class ModelConfig(_Record):
     exclusive: bool = True
     deep_supervision: bool = False
     dropout: float = 0.5
+    context: int = 0
+
+    @property
+    def input_channels(self) -> int:
+        """Channels of the network's input: ``in_channels * (2 * context + 1)``."""
+        return self.in_channels * (2 * self.context + 1)
 
 
 @dataclass(frozen=True)
@@ -263,12 +273,15 @@ class Preset:
 
     ``width_scale`` multiplies the paper's widths of the chosen model (1 = the paper's
     network; 0.5 has about a quarter of its parameters and trains ~10x faster on CPU).
+    ``context`` is the 2.5D input of the slice models (neighbouring slices on each side
+    as channels, :attr:`ModelConfig.context`); the other models ignore it.
     """
 
     name: str
     train: TrainConfig = field(default_factory=TrainConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     width_scale: float = 1.0
+    context: int = 0
 
 
 PRESETS: dict[str, Preset] = {

@@ -129,18 +129,20 @@ def check_train_options(args: argparse.Namespace) -> None:
             "--transfer and --resume both name a checkpoint; only one can be the start.",
             "Use --resume to continue a run, or --transfer to reuse a model for new classes.",
         )
-    if getattr(args, "model", None) and (args.resume or args.transfer):
-        which = "--resume" if args.resume else "--transfer"
-        raise NumsnetError(
-            f"--model {args.model} is ignored beside {which}: the checkpoint fixes the model.",
-            f"Leave out --model, or train a new {args.model} without {which}.",
-        )
-    if getattr(args, "widths", None) and (args.resume or args.transfer):
-        which = "--resume" if args.resume else "--transfer"
-        raise NumsnetError(
-            f"--widths is ignored beside {which}: the checkpoint fixes the network's widths.",
-            f"Leave out --widths, or train a new model with these widths without {which}.",
-        )
+    fixed_by_checkpoint = {  # option: (what the checkpoint fixes, what to do instead)
+        "model": ("the model", f"train a new {getattr(args, 'model', None)}"),
+        "widths": ("the network's widths", "train a new model with these widths"),
+        "context": ("the network's 2.5D context", "train a new model with this context"),
+    }
+    for key, (what, instead) in fixed_by_checkpoint.items():
+        value = getattr(args, key, None)
+        if value is not None and (args.resume or args.transfer):
+            which = "--resume" if args.resume else "--transfer"
+            option = f"--{key}" if key == "widths" else f"--{key} {value}"
+            raise NumsnetError(
+                f"{option} is ignored beside {which}: the checkpoint fixes {what}.",
+                f"Leave out --{key}, or {instead} without {which}.",
+            )
     from napari_numsnet.engine.run_saver import resume_path
 
     resume = resume_path(args.resume, args.output) if args.resume else None

@@ -24,7 +24,7 @@ from napari_numsnet.engine import threads as thread_policy
 from napari_numsnet.engine.device import available_devices, describe_device, select_device
 from napari_numsnet.engine.events import TrainEvent, TrainState
 from napari_numsnet.errors import NumsnetError
-from napari_numsnet.models import get_spec, list_models, scaled_widths
+from napari_numsnet.models import SLICE_MODELS, get_spec, list_models, scaled_widths
 
 from .errors import reported
 from .plot import TrainingPlot
@@ -71,6 +71,12 @@ class TrainWidget(QWidget):
         self.width_scale = QComboBox()
         self.width_scale.addItems(list(WIDTH_SCALES))
         self.augment = QCheckBox("rotation, shift, shear, zoom")
+        self.context = QSpinBox(minimum=0, maximum=4, specialValueText="off", suffix=" each side")
+        self.context.setToolTip(
+            "2.5D input: this many neighbouring slices on each side of a slice go to the "
+            "network as extra channels. Slice models only (the NUMSnet family carries "
+            "features along the stack instead). off: the slice alone, as in the papers."
+        )
         self.cascade = QComboBox()
         self.cascade.addItem("off (one model)", None)
         for name, text in model_choices():
@@ -129,6 +135,7 @@ class TrainWidget(QWidget):
         extra.addRow("Slice size (px)", self.size)
         extra.addRow("Width scale", self.width_scale)
         extra.addRow("Augmentation", self.augment)
+        extra.addRow("2.5D context", self.context)
         extra.addRow("Cascade: region model", self.cascade)
         extra.addRow("CPU threads", self.threads)
         self.advanced.setVisible(False)  # collapsed: no frame, no space
@@ -153,7 +160,7 @@ class TrainWidget(QWidget):
         for widget in (self.model, self.device, self.width_scale, self.cascade):
             widget.currentIndexChanged.connect(lambda *_: self.write_settings())
         numbers = (self.steps, self.epochs, self.batch_size, self.size, self.learning_rate)
-        for widget in (*numbers, self.threads):
+        for widget in (*numbers, self.threads, self.context):
             widget.valueChanged.connect(lambda *_: self.write_settings())
         self.augment.toggled.connect(lambda *_: self.write_settings())
         self.train_button.clicked.connect(lambda *_: self._start(resume=False))
@@ -176,6 +183,7 @@ class TrainWidget(QWidget):
 
     def _on_preset(self, name: str) -> None:
         self.controller.settings.apply_preset(name)
+        self.context.setValue(PRESETS[name].context)
         self._show_width_scale(name)
         self._show_settings()
 
@@ -222,7 +230,12 @@ class TrainWidget(QWidget):
         s = self.controller.settings
         spec = get_spec(self.model.currentData())
         scale = WIDTH_SCALES[self.width_scale.currentText()]
-        s.model = s.model.replace(name=spec.name, widths=scaled_widths(spec.name, scale))
+        takes_context = spec.name in SLICE_MODELS
+        self.context.setEnabled(takes_context)
+        context = self.context.value() if takes_context else 0
+        s.model = s.model.replace(
+            name=spec.name, widths=scaled_widths(spec.name, scale), context=context
+        )
         region = self.cascade.currentData()
         s.cascade_region = (
             None if region is None else ModelConfig(region, widths=scaled_widths(region, scale))

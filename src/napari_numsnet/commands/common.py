@@ -26,6 +26,13 @@ def _budget(training, annotated: int) -> str:
     return f"{training.epochs} epochs"
 
 
+def _context_note(context: int) -> str:
+    """`` with 2.5D context of N slices`` for a model that takes it, else nothing."""
+    if not context:
+        return ""
+    return f" with 2.5D context ({context} slice{'s' if context > 1 else ''} each side)"
+
+
 def _with_budget(training, epochs: int | None, steps: int | None):
     """``--epochs`` (an epoch count) or ``--steps`` (a fixed budget) override the preset's."""
     if epochs is not None and steps is not None:

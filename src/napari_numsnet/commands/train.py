@@ -8,6 +8,7 @@ from pathlib import Path
 from napari_numsnet import options
 from napari_numsnet.commands.common import (
     _budget,
+    _context_note,
     _parse_slices,
     _progress,
     _read_stack,
@@ -79,6 +80,8 @@ def _train(args: argparse.Namespace, context) -> int:
     model_cfg = pipeline.model_for_preset(model_name, classes.num_values, preset)
     if args.widths:
         model_cfg = model_cfg.replace(widths=args.widths)
+    if args.context is not None:
+        model_cfg = model_cfg.replace(context=args.context)
     training = preset.train.replace(device=device, seed=args.seed)
     training = _with_budget(training, args.epochs, args.steps)
     for key in ("batch_size", "learning_rate"):
@@ -107,7 +110,11 @@ def _train(args: argparse.Namespace, context) -> int:
                 f"no --annotated: every slice with a label counts as annotated ({n} slices); "
                 "give --annotated to train on some of them only"
             )
-        print(f"preset {preset.name}: {_budget(training, n)}, batch {training.batch_size}")
+        built = resume.model_config if resume is not None else model_cfg
+        print(
+            f"model {built.name}{_context_note(built.context)}; preset {preset.name}: "
+            f"{_budget(training, n)}, batch {training.batch_size}"
+        )
     checkpoint = pipeline.train(
         stacks,
         model_cfg,

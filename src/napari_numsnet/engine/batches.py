@@ -24,6 +24,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from napari_numsnet.data.context import with_context
 from napari_numsnet.data.dataset import StackSample, TrainingStack, as_stack_sample
 from napari_numsnet.engine.volumetric import iter_subvolumes
 from napari_numsnet.errors import NumsnetError
@@ -37,7 +38,8 @@ class Batch:
     Attributes
     ----------
     images
-        ``(B, 1, S, S)`` float32 (``(B, 1, D, S, S)`` for sub-volumes).
+        ``(B, C, S, S)`` float32, ``C = 2 * context + 1`` (``(B, 1, D, S, S)`` for
+        sub-volumes).
     labels
         ``(B, S, S)`` long (``(B, D, S, S)``); read only where ``mask`` is set.
     mask
@@ -46,7 +48,7 @@ class Batch:
         ``True``: the batch is one run of consecutive slices in stack order (one
         geometry for the whole batch: augment it with a single transform).
     unlabelled
-        ``(U, 1, S, S)`` float32 unannotated slices for a semi-supervised term, or
+        ``(U, C, S, S)`` float32 unannotated slices for a semi-supervised term, or
         ``None``.
     """
 
@@ -110,6 +112,9 @@ class SliceSource:
         Annotated slices per batch (the epoch's last batch may be shorter).
     unlabelled_per_batch
         Unannotated slices drawn at random per batch into ``Batch.unlabelled`` (0: none).
+    context
+        2.5D input: neighbouring slices on each side given as extra channels
+        (:func:`~napari_numsnet.data.context.with_context`); 0: the slice alone.
     """
 
     def __init__(
@@ -117,11 +122,20 @@ class SliceSource:
         stacks: Sequence[StackSample | TrainingStack],
         batch_size: int,
         unlabelled_per_batch: int = 0,
+        context: int = 0,
     ) -> None:
+        if context and any(isinstance(s, TrainingStack) for s in stacks):
+            raise NumsnetError(
+                "2.5D context needs whole stacks: a TrainingStack holds only the annotated "
+                "slices, not their neighbours.",
+                "Pass StackSample records (the whole stack with its annotated slices), "
+                "or set the context to 0.",
+            )
         self.samples = [as_stack_sample(s) for s in stacks]
         _check(self.samples)
         self.batch_size = batch_size
         self.unlabelled_per_batch = unlabelled_per_batch
+        self.context = context
         self._annotated = [
             (i, int(z)) for i, s in enumerate(self.samples) for z in np.flatnonzero(s.annotated)
         ]
@@ -133,8 +147,10 @@ class SliceSource:
         return math.ceil(len(self._annotated) / self.batch_size)
 
     def _images(self, picks: Sequence[tuple[int, int]]) -> torch.Tensor:
-        stacked = np.stack([self.samples[i].images[z] for i, z in picks])
-        return torch.from_numpy(stacked)[:, None]
+        stacked = np.concatenate(
+            [with_context(self.samples[i].images, self.context, [z]) for i, z in picks]
+        )
+        return torch.from_numpy(stacked)
 
     def epoch(self, generator: torch.Generator) -> Iterator[Batch]:
         order = _permutation(len(self._annotated), generator)
@@ -237,12 +253,14 @@ def make_source(
     batch_size: int,
     depth: int = 16,
     unlabelled_per_batch: int = 0,
+    context: int = 0,
 ) -> BatchSource:
     """The batch source for a model of ``kind``.
 
     ``batch_size`` is clamped to the number of annotated slices for slice and 3D models
     (a stack with 3 annotated slices trains with batches of 3, not an error); for the
-    NUMSnet family it is the run length, clamped by each stack's length.
+    NUMSnet family it is the run length, clamped by each stack's length. ``context``
+    (2.5D input) is for slice models only.
     """
     n = annotated_count(stacks)
     if n == 0:
@@ -259,4 +277,4 @@ def make_source(
     if kind is ModelKind.VOLUME:
         samples = [as_stack_sample(s) for s in stacks]
         return SubvolumeSource(samples, min(batch_size, n), depth)
-    return SliceSource(stacks, min(batch_size, n), unlabelled_per_batch)
+    return SliceSource(stacks, min(batch_size, n), unlabelled_per_batch, context)

@@ -30,7 +30,7 @@ def weighted_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
         for name, module in layers.items()
     ]
     side = 2 * int(model.required_multiple)
-    shape: tuple[int, ...] = (1, int(model.config.in_channels), side, side)
+    shape: tuple[int, ...] = (1, int(model.config.input_channels), side, side)
     if model.kind is ModelKind.VOLUME:
         shape = (*shape[:2], int(model.required_depth), side, side)
     was_training = model.training

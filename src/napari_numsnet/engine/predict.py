@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from napari_numsnet.config import PredictConfig, PreprocessConfig
+from napari_numsnet.data.context import with_context
 from napari_numsnet.data.preprocess import Preprocessor
 from napari_numsnet.engine.device import amp_dtype, select_device
 from napari_numsnet.errors import NumsnetError
@@ -39,7 +40,7 @@ class Prediction:
 def _forward_sequence(
     model: nn.Module, images: torch.Tensor, batch_size: int, device: torch.device
 ) -> torch.Tensor:
-    """Probabilities ``(Z, C, S, S)`` of ``images`` ``(Z, 1, S, S)`` taken in the given order."""
+    """Probabilities ``(Z, C, S, S)`` of ``images`` ``(Z, channels, S, S)`` in the given order."""
     exclusive = model.config.exclusive
     dtype = amp_dtype(device)
     outputs, carry = [], None
@@ -60,6 +61,7 @@ def predict_stack(
     images: np.ndarray,
     config: PredictConfig = PredictConfig(),
     device: torch.device | None = None,
+    slices: np.ndarray | None = None,
 ) -> np.ndarray:
     """Class probabilities of a preprocessed stack.
 
@@ -73,11 +75,14 @@ def predict_stack(
         Direction of travel (forward, backward, or both averaged) and chunk size.
     device
         Device to run on; ``None`` chooses from ``config.device``.
+    slices
+        Slice models only: the indices of the slices to predict (their neighbours still
+        come from ``images`` for 2.5D context); ``None``: every slice.
 
     Returns
     -------
     np.ndarray
-        ``(C, Z, S, S)`` float32 probabilities.
+        ``(C, Z, S, S)`` float32 probabilities (``(C, len(slices), S, S)``).
     """
     if images.ndim != 3 or len(images) == 0:
         raise NumsnetError(
@@ -95,8 +100,17 @@ def predict_stack(
             return predict_volumetric(model, images, device)
         finally:
             model.train(was_training)
+    if slices is not None and model.kind is not ModelKind.SLICE:
+        raise NumsnetError(
+            f"A {model.kind.value} model predicts whole stacks, not chosen slices.",
+            "Predict the whole stack and take the slices from the result.",
+        )
     model = model.to(device).eval()
-    x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))[:, None]
+    stack = np.ascontiguousarray(images, dtype=np.float32)
+    if model.config.context or slices is not None:
+        x = torch.from_numpy(with_context(stack, model.config.context, slices))
+    else:
+        x = torch.from_numpy(stack)[:, None]
     directions = {"forward": [False], "backward": [True], "both": [False, True]}
     if config.direction not in directions:
         raise NumsnetError(
@@ -176,9 +190,13 @@ def predict_volume(
             f"Choose 0 <= start < stop <= {len(stack)}.",
         )
     pre = Preprocessor(preprocess)
-    # Normalise with the whole stack's statistics, as in training, then take the range.
-    images = pre.prepare(stack)[start:stop]
-    prob = predict_stack(model, images, config)
+    # Normalise with the whole stack's statistics, as in training, then take the range
+    # (a slice model with 2.5D context still sees the neighbours outside it).
+    images = pre.prepare(stack)
+    if model.kind is ModelKind.SLICE:
+        prob = predict_stack(model, images, config, slices=np.arange(start, stop))
+    else:
+        prob = predict_stack(model, images[start:stop], config)
     prob_full = pre.restore_probabilities(prob, stack.shape[1:])
     labels_part = probabilities_to_labels(prob_full, model.config.exclusive, config.threshold)
     labels = np.zeros(stack.shape, dtype=labels_part.dtype)

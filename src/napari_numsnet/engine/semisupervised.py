@@ -30,7 +30,8 @@ def consistency_loss(
         A slice model with exclusive (softmax) classes (the caller checks), in training
         mode; it may be wrapped in DistributedDataParallel.
     unlabelled
-        ``(U, 1, S, S)`` float32 normalised slices, on the model's device.
+        ``(U, C, S, S)`` float32 normalised slices (``C > 1``: with 2.5D context), on
+        the model's device.
     generator
         Source of the augmentations.
     confidence

@@ -123,7 +123,7 @@ def _source_for(
     batch = config.batch_size
     if kind is ModelKind.SEQUENCE and config.run_length > 0:
         batch = config.run_length
-    return make_source(kind, stacks, batch, depth, unlabelled)
+    return make_source(kind, stacks, batch, depth, unlabelled, net.config.context)
 
 
 def fit(

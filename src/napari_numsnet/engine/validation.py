@@ -13,6 +13,7 @@ from napari_numsnet.data.dataset import StackSample, TrainingStack
 from napari_numsnet.engine import distributed
 from napari_numsnet.engine.metrics import SegmentationMetrics, num_label_values
 from napari_numsnet.engine.predict import predict_stack, probabilities_to_labels
+from napari_numsnet.errors import NumsnetError
 from napari_numsnet.models.base import ModelKind
 
 
@@ -48,11 +49,19 @@ def evaluate_stacks(
     cfg = model.config
     metrics = SegmentationMetrics(num_label_values(cfg.num_classes, cfg.exclusive), names)
     for stack in stacks:
-        images, labels = stack.images, stack.labels
+        if cfg.context and isinstance(stack, TrainingStack):
+            raise NumsnetError(
+                f"Validation stack {stack.name!r} holds only its annotated slices, but the "
+                "model takes 2.5D context and needs their neighbours.",
+                "Pass the whole stack as a StackSample with its validation slices marked.",
+            )
+        images, labels, slices = stack.images, stack.labels, None
         if isinstance(stack, StackSample) and model.kind is ModelKind.SLICE:
-            # Slices are independent: predict only the ones that are scored.
-            images, labels = images[stack.annotated], labels[stack.annotated]
-        prob = predict_stack(model, images, PredictConfig(batch_size=8), device=device)
+            # Slices are independent: predict only the ones that are scored (with their
+            # neighbours as context where the model takes it).
+            slices, labels = np.flatnonzero(stack.annotated), labels[stack.annotated]
+        config = PredictConfig(batch_size=8)
+        prob = predict_stack(model, images, config, device=device, slices=slices)
         predicted = probabilities_to_labels(prob, cfg.exclusive)
         if isinstance(stack, StackSample) and model.kind is not ModelKind.SLICE:
             # The whole stack is predicted in order (context), scored where annotated.

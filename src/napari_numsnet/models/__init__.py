@@ -3,6 +3,7 @@
 from napari_numsnet.models.blocks import Carry, SegmentationOutput, keras_parameter_count
 from napari_numsnet.models.registry import (
     MODELS,
+    SLICE_MODELS,
     ModelSpec,
     create_model,
     get_spec,
@@ -12,6 +13,7 @@ from napari_numsnet.models.registry import (
 
 __all__ = [
     "MODELS",
+    "SLICE_MODELS",
     "Carry",
     "ModelSpec",
     "SegmentationOutput",

@@ -9,6 +9,7 @@ from torch import nn
 
 from napari_numsnet.config import ModelConfig
 from napari_numsnet.errors import NumsnetError
+from napari_numsnet.models.base import ModelKind
 from napari_numsnet.models.blocks import keras_parameter_count
 from napari_numsnet.models.drsegunet import DRSegUNet
 from napari_numsnet.models.msdsunet import MSDSUNet3d
@@ -37,7 +38,7 @@ class ModelSpec:
 def _nested(decoder, fused=frozenset(), bottom_batchnorm=False):
     def build(cfg: ModelConfig, widths: tuple[int, ...]) -> nn.Module:
         return NestedUNet(
-            cfg.in_channels,
+            cfg.input_channels,
             cfg.num_classes,
             widths,
             decoder_nodes=decoder,
@@ -93,31 +94,36 @@ MODELS: dict[str, ModelSpec] = {
             "DRSegUNet",
             "deep residual U-Net of the DRSegUNet thesis",
             DRSEG_WIDTHS,
-            lambda cfg, w: DRSegUNet(cfg.in_channels, cfg.num_classes, w),
+            lambda cfg, w: DRSegUNet(cfg.input_channels, cfg.num_classes, w),
         ),
         ModelSpec(
             "unetsharp",
             "UNet#",
             "UNet-sharp: dense + full-scale skips, 8 heads, pruning, classification guide",
             UNET_WIDTHS,
-            lambda cfg, w: UNetSharp(cfg.in_channels, cfg.num_classes, w, cfg.exclusive),
+            lambda cfg, w: UNetSharp(cfg.input_channels, cfg.num_classes, w, cfg.exclusive),
         ),
         ModelSpec(
             "raiunet",
             "RAIU-Net",
             "CHS-Net's residual attention inception U-Net (spectral pooling, SSD attention)",
             RAIU_WIDTHS,
-            lambda cfg, w: RAIUNet(cfg.in_channels, cfg.num_classes, w),
+            lambda cfg, w: RAIUNet(cfg.input_channels, cfg.num_classes, w),
         ),
         ModelSpec(
             "msdsunet",
             "MSDS-UNet",
             "3D residual U-Net with two-pathway deep supervision (sub-volumes)",
             DRSEG_WIDTHS,
-            lambda cfg, w: MSDSUNet3d(cfg.in_channels, cfg.num_classes, w),
+            lambda cfg, w: MSDSUNet3d(cfg.input_channels, cfg.num_classes, w),
         ),
     )
 }
+
+
+#: The models that see one slice at a time (``ModelKind.SLICE``): those that take 2.5D
+#: context. The registry tests check this list against each model's declared kind.
+SLICE_MODELS = ("unet", "wunet", "unetpp", "drsegunet", "unetsharp", "raiunet")
 
 
 def get_spec(name: str) -> ModelSpec:
@@ -158,7 +164,19 @@ def create_model(config: ModelConfig) -> nn.Module:
             f"num_classes={config.num_classes} and in_channels={config.in_channels} must be >= 1.",
             "Count the background as a class for exclusive labels (background + organs).",
         )
+    if config.context < 0:
+        raise NumsnetError(
+            f"Context {config.context} is below 0.",
+            "Use 0 (the slice alone) or the number of neighbouring slices on each side.",
+        )
     model = spec.build(config, widths)
+    if config.context and model.kind is not ModelKind.SLICE:
+        raise NumsnetError(
+            f"{spec.title} is a {model.kind.value} model: it already sees the neighbouring "
+            "slices, and 2.5D context is for slice models only.",
+            f"Set the context to 0 for {spec.title}, or choose a slice model "
+            f"({', '.join(n for n in MODELS if n in SLICE_MODELS)}).",
+        )
     model.config = config.replace(name=spec.name, widths=widths)  # type: ignore[assignment]
     return model
 

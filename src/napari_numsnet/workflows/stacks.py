@@ -19,7 +19,7 @@ from napari_numsnet.data.hounsfield import looks_like_hounsfield
 from napari_numsnet.data.preprocess import Preprocessor
 from napari_numsnet.data.slices import SliceSplit, annotated_slices, select_slices
 from napari_numsnet.errors import NumsnetError
-from napari_numsnet.models import get_spec, scaled_widths
+from napari_numsnet.models import SLICE_MODELS, get_spec, scaled_widths
 
 #: Window applied to CT in Hounsfield units before min-max scaling (HU).
 CT_WINDOW = (-1000.0, 1000.0)
@@ -69,13 +69,16 @@ def default_preprocess(
 def model_for_preset(
     name: str, num_classes: int, preset: Preset, in_channels: int = 1, exclusive: bool = True
 ) -> ModelConfig:
-    """The model ``name`` at the preset's size (the paper's widths times ``width_scale``)."""
+    """The model ``name`` at the preset's size (the paper's widths times ``width_scale``),
+    with the preset's 2.5D context where it is a slice model."""
+    spec = get_spec(name)
     return ModelConfig(
-        get_spec(name).name,
+        spec.name,
         in_channels=in_channels,
         num_classes=num_classes,
         widths=scaled_widths(name, preset.width_scale),
         exclusive=exclusive,
+        context=preset.context if spec.name in SLICE_MODELS else 0,
     )
 
 
