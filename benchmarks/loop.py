@@ -52,10 +52,11 @@ import loop_report
 
 from napari_numsnet import pipeline
 from napari_numsnet.config import PRESETS, PredictConfig, SamplingConfig
+from napari_numsnet.engine.checkpoint import load_checkpoint, save_checkpoint
 from napari_numsnet.engine.predict import predict_volume
 from napari_numsnet.engine.suggest import suggest_from_probabilities
 from napari_numsnet.io.classes import ClassTable
-from napari_numsnet.workflows.retrain import retrain
+from napari_numsnet.workflows.retrain import RETRAIN_LR_FACTOR, retrain
 
 #: The suggestion strategies: name -> (score, weighting).
 SUGGESTIONS = {
@@ -227,6 +228,7 @@ def run_strategy(
                 for s, a in zip(stacks, annotated, strict=True)
             ],
             budget_steps=args.budget_steps,
+            learning_rate_factor=args.retrain_lr_factor,
         )
         cpu += time.process_time() - t2
         checkpoint = result.checkpoint
@@ -273,17 +275,29 @@ def run_seed(seed: int, stacks, classes, args, result_file: Path) -> None:
     preprocess = pipeline.default_preprocess(stacks[0].image, preset.preprocess)
     cpu0 = time.process_time()
     wall0 = time.perf_counter()
-    first = pipeline.train(
-        [
-            pipeline.AnnotatedStack(s.image, s.labels, a, (), s.name)
-            for s, a in zip(stacks, initial, strict=True)
-        ],
-        model_cfg,
-        training,
-        preprocess,
-        classes,
-    )
-    initial_cpu = time.process_time() - cpu0
+    cached = None
+    if args.cache:
+        stem = f"initial_{args.dataset}_{len(stacks)}stacks_{args.model}_{args.preset}"
+        cached = args.cache / f"{stem}_e{args.initial_epochs}_seed{seed}.numsnet.pt"
+    from_cache = cached is not None and cached.exists()
+    if from_cache:
+        first = load_checkpoint(cached)
+        initial_cpu = float(first.record["initial_cpu_seconds"])
+    else:
+        first = pipeline.train(
+            [
+                pipeline.AnnotatedStack(s.image, s.labels, a, (), s.name)
+                for s, a in zip(stacks, initial, strict=True)
+            ],
+            model_cfg,
+            training,
+            preprocess,
+            classes,
+        )
+        initial_cpu = time.process_time() - cpu0
+        if cached is not None:
+            first.record["initial_cpu_seconds"] = initial_cpu
+            save_checkpoint(first, cached)
     print(
         f"seed {seed}: initial training {time.perf_counter() - wall0:.0f} s on "
         f"{sum(map(len, initial))} slices",
@@ -303,6 +317,8 @@ def run_seed(seed: int, stacks, classes, args, result_file: Path) -> None:
             "initial_steps": first.record.get("steps_done"),
             "initial_cpu_minutes": initial_cpu / 60.0,
             "budget_steps": args.budget_steps,
+            "retrain_lr_factor": args.retrain_lr_factor,
+            "initial_from_cache": from_cache,
             "batch_size": training.batch_size,
             "rounds": args.rounds,
             "machine": common.machine("cpu"),
@@ -323,6 +339,15 @@ def main(argv: list[str] | None = None) -> int:
         "--initial-epochs", type=int, default=0, help="0: the preset's step budget, as users get"
     )
     parser.add_argument("--budget-steps", type=int, default=30, help="steps per retrain")
+    parser.add_argument(
+        "--retrain-lr-factor",
+        type=float,
+        default=RETRAIN_LR_FACTOR,
+        help="a retrain's learning rate as a fraction of the run's peak",
+    )
+    parser.add_argument(
+        "--cache", type=Path, default=None, help="folder to keep and reuse the initial models"
+    )
     parser.add_argument("--rounds", type=int, default=4, help="corrected slices per stack")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--strategies", default=",".join(STRATEGIES))

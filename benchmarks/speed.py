@@ -50,7 +50,7 @@ import common
 
 from napari_numsnet.config import PRESETS, ModelConfig
 from napari_numsnet.models import create_model, keras_parameter_count
-from napari_numsnet.models.base import ModelKind
+from napari_numsnet.models.base import ModelContract, ModelKind
 from napari_numsnet.pipeline import model_for_preset
 
 #: Dense peak FLOP/s of GPUs by name fragment: (fp32 without tensor cores, bf16 tensor).
@@ -96,11 +96,9 @@ def build(name: str, widths: str) -> nn.Module:
 
 
 def is_volume(model: nn.Module) -> bool:
-    """A 3D model: a registry model of kind VOLUME, or any module marked ``volumetric``
-    (MONAI's networks and plain layers have no ``kind``)."""
-    return getattr(model, "kind", None) is ModelKind.VOLUME or bool(
-        getattr(model, "volumetric", False)
-    )
+    """A 3D model: a registry model that declares the kind VOLUME (MONAI's networks and
+    plain layers timed here are 2D and declare nothing)."""
+    return isinstance(model, ModelContract) and model.kind is ModelKind.VOLUME
 
 
 def input_shape(model: nn.Module, batch: int, size: int, depth: int) -> tuple[int, ...]:

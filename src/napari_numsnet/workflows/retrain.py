@@ -29,6 +29,12 @@ from napari_numsnet.workflows.training import train
 #: (``benchmarks/loop.py``): enough to take the new slice in, seconds on two CPU cores.
 DEFAULT_BUDGET_STEPS = 40
 
+#: A retrain continues a converged run, whose schedule decayed the learning rate to near
+#: zero: it runs at this fraction of the run's peak learning rate. At the full peak
+#: (1e-3 for the fast preset) 40 steps undid the run on ACDC (the model's Dice fell from
+#: 0.80 to 0.58-0.74 after the first correction, ``benchmarks/README.md`` section 10).
+RETRAIN_LR_FACTOR = 0.1
+
 
 @dataclass
 class RetrainResult:
@@ -90,14 +96,20 @@ def _validation_dice(checkpoint: Checkpoint, val: list[StackSample]) -> dict[str
     return evaluate_stacks(model, val, names, device)
 
 
-def _budget(base: TrainConfig, steps: int) -> TrainConfig:
-    """``base`` for exactly ``steps`` steps at its learning rate, as the loop benchmark ran.
+def _budget(base: TrainConfig, steps: int, learning_rate_factor: float) -> TrainConfig:
+    """``base`` for exactly ``steps`` steps at ``learning_rate_factor`` times its learning
+    rate.
 
     The budget does not grow with the annotation (``steps_per_slice`` off), and a
     continuation is neither warmed up again nor decayed (constant schedule).
     """
     return base.replace(
-        steps=steps, steps_per_slice=0, min_steps=0, warmup_steps=0, schedule="constant"
+        steps=steps,
+        steps_per_slice=0,
+        min_steps=0,
+        warmup_steps=0,
+        schedule="constant",
+        learning_rate=base.learning_rate * learning_rate_factor,
     )
 
 
@@ -108,6 +120,7 @@ def retrain(
     training: TrainConfig | None = None,
     callback: ProgressCallback | None = None,
     stop_event: threading.Event | None = None,
+    learning_rate_factor: float = RETRAIN_LR_FACTOR,
 ) -> RetrainResult:
     """Continue ``checkpoint`` on the current annotations for ``budget_steps`` steps.
 
@@ -125,6 +138,9 @@ def retrain(
         checkpoint's own training settings. Its epochs and steps are replaced by the budget.
     callback, stop_event
         Progress events and the stop flag, as for :func:`train`.
+    learning_rate_factor
+        The retrain's constant learning rate as a fraction of ``training``'s (the run's
+        peak): a converged model is fine-tuned, not trained again from its peak rate.
 
     Returns
     -------
@@ -140,6 +156,11 @@ def retrain(
         raise NumsnetError(
             f"The retraining budget is {budget_steps} steps.", "Give at least 1 step."
         )
+    if not learning_rate_factor > 0:
+        raise NumsnetError(
+            f"The retraining learning-rate factor is {learning_rate_factor}.",
+            "Give a factor above 0 (0.1: a tenth of the run's peak learning rate).",
+        )
     if not isinstance(checkpoint, Checkpoint):
         raise NumsnetError(
             "Only a single model can be retrained, not a cascade.",
@@ -147,6 +168,10 @@ def retrain(
         )
     stacks = as_stack_list(stacks)
     base = training or checkpoint.train_config or TrainConfig()
+    # The peak rate of the run, not the scaled rate an earlier retrain ran at.
+    peak = base.learning_rate
+    if training is None:
+        peak = float(checkpoint.record.get("peak_learning_rate", peak))
     val = _validation_data(checkpoint, stacks)
     before = _validation_dice(checkpoint, val)
     emit = callback or (lambda event: None)
@@ -160,11 +185,12 @@ def retrain(
     start = time.perf_counter()
     continued = train(
         stacks,
-        training=_budget(base, budget_steps),
+        training=_budget(base.replace(learning_rate=peak), budget_steps, learning_rate_factor),
         resume=checkpoint,
         callback=count,
         stop_event=stop_event,
     )
     seconds = time.perf_counter() - start
+    continued.record["peak_learning_rate"] = peak
     after = _validation_dice(continued, val)
     return RetrainResult(continued, before, after, steps, seconds)
