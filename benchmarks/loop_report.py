@@ -56,12 +56,17 @@ def summarize(records: list[dict[str, Any]]) -> str:
     model = curves(records, "model_dice")
     rounds = next(iter(dice.values())).shape[1]
     first = records[0]
+    if first["initial_epochs"]:
+        initial = f"{first['initial_epochs']} epochs"
+    else:
+        initial = f"the preset's step budget ({first.get('initial_steps')} steps)"
+    factor = first.get("retrain_lr_factor", 1.0)
     lines = [
         f"{first['dataset']}: {first['stacks']} stacks ({first['slices']} slices), "
         f"{first['model']} ({first['preset']} preset), initial {first['initial_slices']} "
-        f"slices and {first['initial_epochs']} epochs, {first['budget_steps']} steps of "
-        f"batch {first['batch_size']} per retrain, seeds "
-        f"{sorted({r['seed'] for r in records})}.",
+        f"slices and {initial}, {first['budget_steps']} steps of "
+        f"batch {first['batch_size']} per retrain at {factor:g} x the peak learning rate, "
+        f"seeds {sorted({r['seed'] for r in records})}.",
         "",
         "Mean Dice of the user's result (annotated slices replaced by their annotation), "
         "mean ± std over seeds, per corrected slices per stack:",

@@ -316,6 +316,17 @@ def test_train_with_context_builds_a_2_5d_model_and_refuses_it_for_numsnet(
     assert not refused.exists()
 
 
+def test_train_says_the_run_length_of_numsnet(nifti_pair, tmp_path, capsys):
+    image_path, labels_path = nifti_pair
+    status, out, err = run(
+        capsys, "train", "--image", image_path, "--labels", labels_path, "--annotated", "3,5",
+        "--num-classes", "6", "--epochs", "1", "--size", "32", "--model", "numsnet",
+        "--output", tmp_path / "m.numsnet.pt", *TINY,
+    )  # fmt: skip
+    assert status == 0, err
+    assert "model numsnet; preset fast: 1 epochs, runs of 4 slices" in out
+
+
 def test_train_without_annotated_says_every_labelled_slice_counts(nifti_pair, tmp_path, capsys):
     image_path, labels_path = nifti_pair
     status, out, err = run(

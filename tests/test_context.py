@@ -44,8 +44,9 @@ def test_neighbours_are_channels_with_the_ends_repeated():
         context_indices(5, [0], -1)
 
 
-def test_the_slice_models_list_is_the_registry_s_slice_kind(tiny_config):
+def test_each_registry_entry_declares_its_model_s_kind(tiny_config):
     kinds = {name: create_model(tiny_config(name)).kind for name in MODELS}
+    assert kinds == {name: spec.kind for name, spec in MODELS.items()}
     assert set(SLICE_MODELS) == {n for n, k in kinds.items() if k is ModelKind.SLICE}
 
 

@@ -17,6 +17,7 @@ import numpy as np
 from napari_numsnet import options
 from napari_numsnet.commands.common import (
     DefaultsHelpFormatter,
+    _batch_note,
     _budget,
     _context_note,
     _machine,
@@ -77,8 +78,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(
         f"model: {model_cfg.name}{_context_note(model_cfg.context)}, "
         f"widths {model_cfg.widths or 'paper'}, {n_params:,} parameters;"
-        f" preset {preset.name}: {_budget(training, len(split.train))}, batch "
-        f"{min(training.batch_size, len(split.train))}, {size}; device: {describe_device(device)}"
+        f" preset {preset.name}: {_budget(training, len(split.train))}, "
+        f"{_batch_note(model_cfg.name, training, len(split.train))}, {size}; "
+        f"device: {describe_device(device)}"
     )
     start = time.perf_counter()
     result = pipeline.annotate_train_predict(

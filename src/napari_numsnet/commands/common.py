@@ -26,6 +26,17 @@ def _budget(training, annotated: int) -> str:
     return f"{training.epochs} epochs"
 
 
+def _batch_note(model_name: str, training, annotated: int) -> str:
+    """``batch N`` (clamped to the annotation), or ``runs of N slices`` for the NUMSnet
+    family, whose batches are runs of consecutive slices."""
+    from napari_numsnet.models import get_spec
+    from napari_numsnet.models.base import ModelKind
+
+    if get_spec(model_name).kind is ModelKind.SEQUENCE:
+        return f"runs of {training.run_length or training.batch_size} slices"
+    return f"batch {min(training.batch_size, max(annotated, 1))}"
+
+
 def _context_note(context: int) -> str:
     """`` with 2.5D context of N slices`` for a model that takes it, else nothing."""
     if not context:

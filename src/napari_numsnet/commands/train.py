@@ -7,6 +7,7 @@ from pathlib import Path
 
 from napari_numsnet import options
 from napari_numsnet.commands.common import (
+    _batch_note,
     _budget,
     _context_note,
     _parse_slices,
@@ -113,7 +114,7 @@ def _train(args: argparse.Namespace, context) -> int:
         built = resume.model_config if resume is not None else model_cfg
         print(
             f"model {built.name}{_context_note(built.context)}; preset {preset.name}: "
-            f"{_budget(training, n)}, batch {training.batch_size}"
+            f"{_budget(training, n)}, {_batch_note(built.name, training, n)}"
         )
     checkpoint = pipeline.train(
         stacks,

@@ -33,6 +33,7 @@ class ModelSpec:
     description: str
     default_widths: tuple[int, ...]
     build: Callable[[ModelConfig, tuple[int, ...]], nn.Module]
+    kind: ModelKind = ModelKind.SLICE
 
 
 def _nested(decoder, fused=frozenset(), bottom_batchnorm=False):
@@ -81,6 +82,7 @@ MODELS: dict[str, ModelSpec] = {
             "UNet++ whose six nested nodes are carried slice to slice",
             WIDE_WIDTHS,
             _nested(UNETPP_NODES, NESTED_NODES),
+            ModelKind.SEQUENCE,
         ),
         ModelSpec(
             "nums_all",
@@ -88,6 +90,7 @@ MODELS: dict[str, ModelSpec] = {
             "NUMSnet carrying all ten up-sampling nodes",
             WIDE_WIDTHS,
             _nested(UNETPP_NODES, UNETPP_NODES),
+            ModelKind.SEQUENCE,
         ),
         ModelSpec(
             "drsegunet",
@@ -116,14 +119,15 @@ MODELS: dict[str, ModelSpec] = {
             "3D residual U-Net with two-pathway deep supervision (sub-volumes)",
             DRSEG_WIDTHS,
             lambda cfg, w: MSDSUNet3d(cfg.input_channels, cfg.num_classes, w),
+            ModelKind.VOLUME,
         ),
     )
 }
 
 
 #: The models that see one slice at a time (``ModelKind.SLICE``): those that take 2.5D
-#: context. The registry tests check this list against each model's declared kind.
-SLICE_MODELS = ("unet", "wunet", "unetpp", "drsegunet", "unetsharp", "raiunet")
+#: context. The registry tests check each entry's kind against its model's own.
+SLICE_MODELS = tuple(name for name, spec in MODELS.items() if spec.kind is ModelKind.SLICE)
 
 
 def get_spec(name: str) -> ModelSpec:
@@ -169,14 +173,14 @@ def create_model(config: ModelConfig) -> nn.Module:
             f"Context {config.context} is below 0.",
             "Use 0 (the slice alone) or the number of neighbouring slices on each side.",
         )
-    model = spec.build(config, widths)
-    if config.context and model.kind is not ModelKind.SLICE:
+    if config.context and spec.kind is not ModelKind.SLICE:
         raise NumsnetError(
-            f"{spec.title} is a {model.kind.value} model: it already sees the neighbouring "
+            f"{spec.title} is a {spec.kind.value} model: it already sees the neighbouring "
             "slices, and 2.5D context is for slice models only.",
             f"Set the context to 0 for {spec.title}, or choose a slice model "
-            f"({', '.join(n for n in MODELS if n in SLICE_MODELS)}).",
+            f"({', '.join(SLICE_MODELS)}).",
         )
+    model = spec.build(config, widths)
     model.config = config.replace(name=spec.name, widths=widths)  # type: ignore[assignment]
     return model
 
