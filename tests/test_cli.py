@@ -12,6 +12,7 @@ import pytest
 from napari_numsnet import pipeline
 from napari_numsnet.cli import main
 from napari_numsnet.engine.checkpoint import load_checkpoint
+from napari_numsnet.engine.postprocess import keep_largest_component
 from napari_numsnet.io.classes import ClassTable, load_class_table
 from napari_numsnet.io.labels import read_labels
 from napari_numsnet.io.volume import read_volume
@@ -117,6 +118,22 @@ def test_train_predict_evaluate_round_trip(nifti_pair, tmp_path, capsys):
     assert np.issubdtype(written.get_data_dtype(), np.integer)
     labels = np.asarray(written.dataobj)
     assert labels.min() >= 0 and labels.max() <= 5
+
+    cleaned = tmp_path / "ct_pred_lcc.nii.gz"
+    status, out, err = run(
+        capsys, "predict", "--checkpoint", ckpt, "--input", image_path, "--output", cleaned,
+        "--device", "cpu", "--largest-component", "1,2,3,4,5",
+    )  # fmt: skip
+    assert status == 0, err
+    kept = np.asarray(nib.load(cleaned).dataobj)
+    assert np.array_equal(kept, keep_largest_component(labels, range(1, 6)))
+    assert not np.array_equal(kept, labels)  # the short run's islands are gone
+    status, _, err = run(
+        capsys, "predict", "--checkpoint", ckpt, "--input", image_path, "--output",
+        tmp_path / "never.nii.gz", "--largest-component", "9",
+    )  # fmt: skip
+    assert status == 2 and "--largest-component 9: not a class of this model" in err
+    assert not (tmp_path / "never.nii.gz").exists()
 
     status, out, err = run(
         capsys, "evaluate", "--prediction", prediction, "--reference", labels_path,

@@ -22,6 +22,7 @@ from napari_numsnet.commands.common import (
     _context_note,
     _machine,
     _parse_slices,
+    _parse_values,
     _parse_widths,
     _progress,
     _read_stack,
@@ -281,6 +282,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="order of travel along the stack (NUMSnet family)",
     )
     p.add_argument("--batch-size", type=int, default=8, help="slices per forward pass")
+    p.add_argument(
+        "--largest-component",
+        type=_parse_values,
+        help="label values (e.g. '1,3') each reduced to its largest 3D connected component",
+    )
     p.add_argument("--probabilities", action="store_true", help="also write probabilities")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)

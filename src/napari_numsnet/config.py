@@ -259,12 +259,16 @@ class PredictConfig(_Record):
         Probability threshold for independent (sigmoid) classes, paper eq. 3.
     device
         ``auto`` or a torch device string.
+    largest_component
+        Label values reduced to their largest 3D connected component after prediction
+        (nnU-Net's post-processing, for classes that are one organ); empty: none.
     """
 
     direction: Direction = "forward"
     batch_size: int = 8
     threshold: float = 0.5
     device: str = "auto"
+    largest_component: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,17 @@ def check_slices(
         )
 
 
+def check_label_values(option: str, values: Sequence[int], class_names: Sequence[str]) -> None:
+    """Refuse label values that are not a foreground class of the model."""
+    bad = [v for v in values if not 1 <= v < len(class_names)]
+    if bad:
+        listing = ", ".join(f"{i} {name}" for i, name in enumerate(class_names) if i)
+        raise NumsnetError(
+            f"{option} {', '.join(map(str, bad))}: not a class of this model.",
+            f"Give label values among its classes: {listing}.",
+        )
+
+
 def check_val_within(annotated: Sequence[int] | None, val: Sequence[int] | None) -> None:
     """``--val`` must hold out slices of ``--annotated``, and not all of them."""
     if not val or annotated is None:

@@ -147,6 +147,16 @@ def _parse_slices(text: str | None) -> list[int] | None:
     return out
 
 
+def _parse_values(text: str) -> tuple[int, ...]:
+    """``'1,3'`` -> ``(1, 3)``: label values."""
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of label values, e.g. '1,3'"
+        ) from None
+
+
 def _parse_widths(text: str) -> tuple[int, ...]:
     """``'4,8,8,8,8'`` -> ``(4, 8, 8, 8, 8)``: filters per depth (advanced, for tests)."""
     try:

@@ -25,11 +25,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not inputs:
         raise NumsnetError("Nothing to predict.", "Give --input files/folders or --input-list.")
     config = PredictConfig(
-        direction=args.direction, batch_size=args.batch_size, device=args.device
+        direction=args.direction,
+        batch_size=args.batch_size,
+        device=args.device,
+        largest_component=tuple(args.largest_component or ()),
     )
     output = Path(args.output)
     files = pipeline.stack_files(inputs)
     options.check_predict_options(args, files)
+    if config.largest_component:
+        names = load_predictor(args.checkpoint).class_names
+        options.check_label_values("--largest-component", config.largest_component, names)
     if len(files) == 1 and pipeline.is_stack(output) and not output.is_dir():
         kept = output.exists() and not args.overwrite
         if not kept:

@@ -17,6 +17,7 @@ from napari_numsnet.config import PredictConfig, PreprocessConfig
 from napari_numsnet.data.context import with_context
 from napari_numsnet.data.preprocess import Preprocessor
 from napari_numsnet.engine.device import amp_dtype, select_device
+from napari_numsnet.engine.postprocess import keep_largest_component
 from napari_numsnet.errors import NumsnetError
 from napari_numsnet.models.base import ModelKind
 
@@ -168,7 +169,8 @@ def predict_volume(
     preprocess
         The preprocessing the model was trained with (from its checkpoint).
     config
-        Direction, chunk size, threshold, device.
+        Direction, chunk size, threshold, device, the classes reduced to their largest
+        connected component (within ``slice_range`` when one is given).
     slice_range
         ``(start, stop)`` to predict only those slices (in order); others are 0.
     return_probabilities
@@ -199,6 +201,8 @@ def predict_volume(
         prob = predict_stack(model, images[start:stop], config)
     prob_full = pre.restore_probabilities(prob, stack.shape[1:])
     labels_part = probabilities_to_labels(prob_full, model.config.exclusive, config.threshold)
+    if config.largest_component:  # the labels only: the probabilities stay as predicted
+        labels_part = keep_largest_component(labels_part, config.largest_component)
     labels = np.zeros(stack.shape, dtype=labels_part.dtype)
     labels[start:stop] = labels_part
     probabilities = None
