@@ -30,6 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common
+import peers
 
 from napari_numsnet import pipeline
 from napari_numsnet.config import PRESETS, SamplingConfig
@@ -398,6 +399,7 @@ def main(argv: list[str] | None = None) -> int:
         print(summarize(records, list(classes.names)))
         print(summarize_pruned(records, list(classes.names)))
         return 0
+    peers.register(common.csv_list(args.models))
     folder = args.data_root / args.dataset
     pool = load_pool(stack_pairs(folder, args.train_split), args.patients)
     evaluation = load_pool(stack_pairs(folder, args.eval_split), None)[: args.eval_stacks]

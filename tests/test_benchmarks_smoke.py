@@ -43,6 +43,14 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(autouse=True)
+def _registry_as_shipped(monkeypatch):
+    """accuracy_stacks.py adds the peers to the registry; keep them out of later tests."""
+    from napari_numsnet.models import registry
+
+    monkeypatch.setattr(registry, "MODELS", dict(registry.MODELS))
+
+
 def test_flop_count_of_a_single_convolution_matches_the_hand_count():
     speed = _module("speed")
     # Conv 3x3, 1 -> 2 channels, 8 x 8 output: 2 FLOPs per multiply-add,
@@ -246,3 +254,26 @@ def test_first_prediction_and_report(tmp_path):
     tables = (tmp_path / "tables.md").read_text()
     assert "### Time to first prediction" in tables and "### Speed (speed)" in tables
     assert (tmp_path / "speed_throughput.png").stat().st_size > 0
+
+
+@needs_data
+def test_accuracy_stacks_trains_the_monai_unet_peer_with_our_recipe(tmp_path):
+    if importlib.util.find_spec("monai") is None:
+        pytest.skip("MONAI is not installed: only the MONAI peer is skipped")
+    acc, peers = _module("accuracy_stacks"), _module("peers")
+    args = ["--data-root", str(DATA), "--out", str(tmp_path), "--models", "monai_unet",
+            "--seeds", "0", "--patients", "1", "--eval-stacks", "1", "--steps", "2",
+            "--size", "32"]  # fmt: skip
+    assert acc.main(args) == 0
+    (record,) = _lines(tmp_path / "accuracy_acdc.jsonl")
+    assert record["model"] == "monai_unet" and record["steps"] == 2
+    assert all(0.0 <= record["scores"][n]["dice"] <= 1.0 for n in acc.ACDC_CLASSES[1:])
+    # The fast preset's half widths are MONAI's usual channels, about DRSegUNet's size.
+    from napari_numsnet.config import ModelConfig
+    from napari_numsnet.models.registry import create_model, scaled_widths
+
+    model = create_model(ModelConfig("monai_unet", num_classes=4,
+                                     widths=scaled_widths("monai_unet", 0.5)))  # fmt: skip
+    assert model.config.widths == (16, 32, 64, 128, 256)
+    assert model.kind is peers.ModelKind.SLICE
+    assert sum(p.numel() for p in model.parameters()) == 1_625_849
