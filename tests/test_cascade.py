@@ -7,6 +7,7 @@ import pytest
 
 from napari_numsnet import pipeline
 from napari_numsnet.cli import main
+from napari_numsnet.config import PredictConfig
 from napari_numsnet.engine.checkpoint import Checkpoint, save_checkpoint
 from napari_numsnet.engine.predict import Prediction
 from napari_numsnet.io.classes import ClassTable
@@ -87,6 +88,34 @@ def test_prediction_is_zero_outside_the_predicted_region(
     labels = trained.predict(stack.image).labels
     assert np.all(labels[region == 0] == 0)
     assert np.all(labels[region == 1] == 2)
+
+
+def test_largest_component_applies_to_the_inner_classes_not_to_the_region(
+    monkeypatch, tiny_config, fast_training, pre32
+):
+    stack = lung_stack()
+    trained = cascade.train_cascade(
+        stack,
+        tiny_config("unet"),
+        tiny_config("unet", num_classes=3),
+        fast_training,
+        pre32,
+        CLASSES,
+    )
+    seen = {}
+    region = np.zeros(stack.labels.shape, dtype=np.uint8)
+    region[:, 2:6, 2:6] = region[:, 20:30, 20:30] = 1  # two pieces: both must stay
+
+    def spy(checkpoint, image, config=None, slice_range=None, probabilities=False):
+        stage = "region" if checkpoint is trained.region else "inner"
+        seen[stage] = config.largest_component
+        return Prediction(region if stage == "region" else np.ones_like(region))
+
+    monkeypatch.setattr(cascade, "predict", spy)
+    config = PredictConfig(largest_component=(1,))
+    labels = trained.predict(stack.image, config).labels
+    assert seen == {"region": (), "inner": (1,)}
+    np.testing.assert_array_equal(labels, region)  # the region's two pieces are kept
 
 
 def test_region_values_must_be_foreground(tiny_config, fast_training):

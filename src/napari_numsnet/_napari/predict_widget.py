@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -11,6 +12,8 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
     QLabel,
+    QListWidget,
+    QListWidgetItem,
     QPushButton,
     QSpinBox,
     QVBoxLayout,
@@ -52,6 +55,12 @@ class PredictWidget(QWidget):
         self.direction = QComboBox()
         self.direction.addItems(DIRECTIONS)
         self.probabilities = QCheckBox("per-class probability layers")
+        self.largest = QListWidget()
+        self.largest.setToolTip(
+            "Keep only the largest 3D connected piece of the ticked classes, for structures "
+            "that are one piece (a heart chamber, the liver); leave paired organs (lungs, "
+            "kidneys) unticked. The probability layers stay as predicted."
+        )
         self.predict_button = QPushButton("Predict")
         self.accept_button = QPushButton("Accept this slice into the annotations")
         self.accept_button.setToolTip(
@@ -110,6 +119,7 @@ class PredictWidget(QWidget):
         form.addRow("", span)
         form.addRow("Direction", self.direction)
         form.addRow("", self.probabilities)
+        form.addRow("Largest piece only", self.largest)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         buttons = (self.predict_button, self.suggest_button, self.accept_button)
@@ -125,9 +135,39 @@ class PredictWidget(QWidget):
     def write_settings(self) -> None:
         """Copy the fields into the controller's settings."""
         s = self.controller.settings
-        s.config = s.config.replace(direction=self.direction.currentText())
+        s.config = s.config.replace(
+            direction=self.direction.currentText(), largest_component=self.largest_values()
+        )
         s.slice_range = None if self.whole.isChecked() else (self.start.value(), self.stop.value())
         s.probabilities = self.probabilities.isChecked()
+
+    def largest_values(self) -> tuple[int, ...]:
+        """Label values of the classes ticked under "Largest piece only"."""
+        items = (self.largest.item(row) for row in range(self.largest.count()))
+        return tuple(
+            int(item.data(Qt.ItemDataRole.UserRole))
+            for item in items
+            if item.checkState() == Qt.CheckState.Checked
+        )
+
+    def _offer_classes(self, class_names: list[str]) -> None:
+        """One tick box per foreground class; the ticks are kept by class name."""
+        names = [self.largest.item(row).text() for row in range(self.largest.count())]
+        self.largest.setEnabled(len(class_names) > 1)
+        if names == class_names[1:]:
+            return
+        values = set(self.largest_values())
+        ticked = {name for value, name in enumerate(names, start=1) if value in values}
+        self.largest.clear()
+        for value, name in enumerate(class_names[1:], start=1):
+            item = QListWidgetItem(name)
+            item.setData(Qt.ItemDataRole.UserRole, value)
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            checked = Qt.CheckState.Checked if name in ticked else Qt.CheckState.Unchecked
+            item.setCheckState(checked)
+            self.largest.addItem(item)
+        row_height = self.largest.sizeHintForRow(0) if self.largest.count() else 18
+        self.largest.setMaximumHeight(row_height * max(1, self.largest.count()) + 6)
 
     def _show_retrained(self, result: RetrainResult) -> None:
         text = f"Retrained {result.steps} steps in {result.seconds:.0f} s"
@@ -178,6 +218,7 @@ class PredictWidget(QWidget):
             self.start.setValue(0)
             self.stop.setValue(max(n, 1))
         checkpoint = c.training.checkpoint
+        self._offer_classes([] if checkpoint is None else list(checkpoint.class_names))
         if checkpoint is None:
             self.model_label.setText("No trained model yet.")
         else:

@@ -77,7 +77,9 @@ class Cascade:
         probabilities: bool = False,
     ) -> Prediction:
         """Labels ``(Z, H, W)`` of ``image``: stage 2 inside stage 1's region, 0 outside."""
-        region = predict(self.region, image, config).labels > 0
+        # ``largest_component`` names classes of the inner model, not of the region.
+        region_config = config.replace(largest_component=())
+        region = predict(self.region, image, region_config).labels > 0
         inner = predict(self.inner, mask_image(image, region), config, probabilities=probabilities)
         labels = np.where(region, inner.labels, 0).astype(inner.labels.dtype)
         probs = inner.probabilities
