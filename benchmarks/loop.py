@@ -277,7 +277,8 @@ def run_seed(seed: int, stacks, classes, args, result_file: Path) -> None:
     wall0 = time.perf_counter()
     cached = None
     if args.cache:
-        stem = f"initial_{args.dataset}_{len(stacks)}stacks_{args.model}_{args.preset}"
+        split = "" if args.split == "Val" else f"_{args.split}"  # Val: the names of before
+        stem = f"initial_{args.dataset}{split}_{len(stacks)}stacks_{args.model}_{args.preset}"
         cached = args.cache / f"{stem}_e{args.initial_epochs}_seed{seed}.numsnet.pt"
     from_cache = cached is not None and cached.exists()
     if from_cache:
