@@ -7,6 +7,7 @@ range per network and its median ratio to DRSegUNet's:
 
 - ``drsegunet``: DRSegUNet at the fast preset's widths (half the thesis'), what
   ``numsnet`` trains on a CPU;
+- ``drsegunet_strided``: DRSegUNet-S (strided stem, ``peers.py``) at the same widths;
 - ``drsegunet_quarter``: a quarter of the thesis' widths;
 - ``drsegunet_channels_last``: the same network and input in channels-last memory;
 - ``drsegunet_bf16``: under ``torch.autocast("cpu", dtype=torch.bfloat16)``;
@@ -37,12 +38,14 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common
+import peers
 
 from napari_numsnet.config import ModelConfig
 from napari_numsnet.models import create_model, scaled_widths
 
 NETWORKS = (
     "drsegunet",
+    "drsegunet_strided",
     "drsegunet_quarter",
     "drsegunet_channels_last",
     "drsegunet_bf16",
@@ -65,7 +68,9 @@ def build(name: str, num_classes: int) -> nn.Module:
         )
     scale = 0.25 if name == "drsegunet_quarter" else 0.5
     widths = scaled_widths("drsegunet", scale)
-    return create_model(ModelConfig("drsegunet", num_classes=num_classes, widths=widths))
+    model = "drsegunet_strided" if name == "drsegunet_strided" else "drsegunet"
+    peers.register([model])
+    return create_model(ModelConfig(model, num_classes=num_classes, widths=widths))
 
 
 def stepper(name: str, batch: int, size: int, num_classes: int) -> Callable[[], None]:

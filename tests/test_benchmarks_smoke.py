@@ -277,3 +277,57 @@ def test_accuracy_stacks_trains_the_monai_unet_peer_with_our_recipe(tmp_path):
     assert model.config.widths == (16, 32, 64, 128, 256)
     assert model.kind is peers.ModelKind.SLICE
     assert sum(p.numel() for p in model.parameters()) == 1_625_849
+
+
+def _strided(num_classes: int = 3, widths=None) -> nn.Module:
+    peers = _module("peers")
+    peers.register(["drsegunet_strided"])
+    from napari_numsnet.config import ModelConfig
+    from napari_numsnet.models.registry import create_model
+
+    torch.manual_seed(0)
+    return create_model(ModelConfig("drsegunet_strided", num_classes=num_classes, widths=widths))
+
+
+def test_the_strided_drsegunet_peer_keeps_the_thesis_blocks_and_declares_its_count():
+    from napari_numsnet.config import ModelConfig
+    from napari_numsnet.models import create_model, keras_parameter_count
+
+    strided = _strided()
+    thesis = create_model(ModelConfig("drsegunet", in_channels=1, num_classes=3))
+    assert keras_parameter_count(strided) == 6_881_651
+    assert [type(m) for m in strided.encoders] == [type(m) for m in thesis.encoders]
+    assert strided.widths == thesis.widths
+    tiny = _strided(widths=(4, 8, 8, 8, 8)).train()
+    out = tiny(torch.randn(2, 1, 48, 16)).logits
+    assert out.shape == (2, 3, 48, 16)
+    out.square().mean().backward()
+    assert all(p.grad is not None for p in tiny.parameters())
+
+
+def test_the_strided_drsegunet_peer_runs_no_3x3_convolution_at_full_resolution():
+    """The point of the variant: every 3x3 convolution computes at most half the input's
+    side, where the thesis' network runs its stem and last decoder block at full
+    resolution (the one full-resolution layer left is the head's transposed convolution)."""
+    from napari_numsnet.config import ModelConfig
+    from napari_numsnet.models import create_model
+
+    def full_resolution_3x3_outputs(model: nn.Module) -> list[str]:
+        seen: list[str] = []
+        hooks = [
+            module.register_forward_hook(
+                lambda m, args, out, key=key: seen.append(key) if out.shape[-1] == 64 else None
+            )
+            for key, module in model.named_modules()
+            if isinstance(module, nn.Conv2d) and module.kernel_size == (3, 3)
+        ]
+        with torch.no_grad():
+            assert model.eval()(torch.randn(1, 1, 64, 64)).logits.shape == (1, 3, 64, 64)
+        for hook in hooks:
+            hook.remove()
+        return seen
+
+    widths = (4, 8, 8, 8, 8)
+    assert full_resolution_3x3_outputs(_strided(widths=widths)) == []
+    thesis = create_model(ModelConfig("drsegunet", num_classes=3, widths=widths))
+    assert "stem.body.0" in full_resolution_3x3_outputs(thesis)

@@ -168,6 +168,31 @@ def test_checkpoints_last_and_best(tiny_config, square_stack, monkeypatch):
     assert calls == [("last", 1), ("best", 1), ("last", 2), ("best", 2), ("last", 3)]
 
 
+@pytest.mark.parametrize("name", ["unet", "drsegunet"])
+def test_a_checkpoint_hook_that_draws_random_numbers_or_evaluates_changes_nothing(
+    tiny_config, square_stack, name
+):
+    """A learning curve scored from the hook (it builds models, which draws from the
+    global generators, and puts the network in eval mode) leaves the run as it was:
+    augmentation, dropout and BatchNorm see what they would have without it."""
+    stack = square_stack(6)
+    config = recipe(steps=8, augment=True, checkpoint_seconds=0)
+
+    def meddling(result, which):
+        torch.rand(7)
+        np.random.rand(3)  # noqa: NPY002 - the legacy global generator is the point
+        create_model(tiny_config(name))
+        result.model.eval()
+
+    def trained(hook):
+        result = fit(model_of(tiny_config, name), [stack], config, on_checkpoint=hook)
+        return result.model.state_dict()
+
+    plain, hooked = trained(None), trained(meddling)
+    assert plain.keys() == hooked.keys()
+    assert all(torch.equal(plain[key], hooked[key]) for key in plain)
+
+
 # --- batch sources -------------------------------------------------------------------
 
 

@@ -167,9 +167,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     from napari_numsnet.models import list_models
 
-    print(f"{'name':<11}{'model':<11}{'parameters':>12}  description")
-    for spec, count in list_models(args.in_channels, args.num_classes):
-        print(f"{spec.name:<11}{spec.title:<11}{count:>12,}  {spec.description}")
+    rows = list_models(args.in_channels, args.num_classes)
+    name_width = max(len("name"), *(len(spec.name) for spec, _ in rows)) + 2
+    title_width = max(len("model"), *(len(spec.title) for spec, _ in rows)) + 2
+    print(f"{'name':<{name_width}}{'model':<{title_width}}{'parameters':>12}  description")
+    for spec, count in rows:
+        print(
+            f"{spec.name:<{name_width}}{spec.title:<{title_width}}{count:>12,}  {spec.description}"
+        )
     print(f"(parameters as Keras counts them, for {args.num_classes} classes)")
     return 0
 

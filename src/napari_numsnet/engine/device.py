@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import random
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -120,3 +122,24 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)
+
+
+@contextlib.contextmanager
+def preserved_random_state(device: torch.device) -> Iterator[None]:
+    """Run the block and then put Python's ``random``, numpy's global generator and
+    torch's (CPU and, on a CUDA ``device``, that device's) back as they were.
+
+    Parameters
+    ----------
+    device
+        The training device; its CUDA generator is kept too when it is a GPU.
+    """
+    python_state = random.getstate()
+    numpy_state = np.random.get_state()  # noqa: NPY002 - the legacy global generator
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        try:
+            yield
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)  # noqa: NPY002

@@ -26,7 +26,13 @@ from napari_numsnet.config import TrainConfig, step_budget
 from napari_numsnet.data.dataset import StackSample, TrainingStack
 from napari_numsnet.engine import distributed, threads
 from napari_numsnet.engine.batches import BatchSource, annotated_count, make_source
-from napari_numsnet.engine.device import amp_dtype, describe_device, seed_everything, select_device
+from napari_numsnet.engine.device import (
+    amp_dtype,
+    describe_device,
+    preserved_random_state,
+    seed_everything,
+    select_device,
+)
 from napari_numsnet.engine.events import ProgressCallback, TrainEvent, TrainState
 from napari_numsnet.engine.losses import get_loss
 from napari_numsnet.engine.schedule import (
@@ -288,12 +294,19 @@ def fit(
             return
         now = copy.deepcopy(record)  # the steps so far, so that a resume counts on
         now["steps_done"] = int(record.get("steps_done", 0)) + step
-        on_checkpoint(TrainResult(net, TrainState.TRAINING, now, optimizer.state_dict()), "last")
-        if run.best_unsaved and run.best_state is not None:
-            best = copy.deepcopy(net).cpu()
-            best.load_state_dict(run.best_state)
-            on_checkpoint(TrainResult(best, TrainState.TRAINING, copy.deepcopy(now)), "best")
-            run.best_unsaved = False
+        # A hook may draw random numbers (building a model does) or switch the network
+        # to eval mode to score it: neither may change the rest of the run.
+        training_mode = net.training
+        with preserved_random_state(device):
+            on_checkpoint(
+                TrainResult(net, TrainState.TRAINING, now, optimizer.state_dict()), "last"
+            )
+            if run.best_unsaved and run.best_state is not None:
+                best = copy.deepcopy(net).cpu()
+                best.load_state_dict(run.best_state)
+                on_checkpoint(TrainResult(best, TrainState.TRAINING, copy.deepcopy(now)), "best")
+                run.best_unsaved = False
+        net.train(training_mode)
         run.last_saved = time.perf_counter()
 
     try:

@@ -47,29 +47,47 @@ class ResidualBlock(nn.Module):
 
 
 class Stem(nn.Module):
-    """conv 3x3 -> BatchNorm -> ReLU -> conv 3x3, plus a conv 3x3 -> BatchNorm shortcut."""
+    """conv 3x3 -> BatchNorm -> ReLU -> conv 3x3, plus a conv 3x3 -> BatchNorm shortcut.
 
-    def __init__(self, in_channels: int, out_channels: int) -> None:
+    The thesis' stem keeps the resolution (``stride`` 1); the strided variant halves it.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            conv3x3(in_channels, out_channels),
+            conv3x3(in_channels, out_channels, stride=stride),
             nn.BatchNorm2d(out_channels),
             nn.ReLU(inplace=True),
             conv3x3(out_channels, out_channels),
         )
-        self.shortcut = _shortcut(in_channels, out_channels, stride=1)
+        self.shortcut = _shortcut(in_channels, out_channels, stride=stride)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.body(x) + self.shortcut(x)
 
 
-class DecoderStage(nn.Module):
-    """Transposed conv 3x3 stride 2, concatenation with the skip, residual block."""
+def upsample3x3(in_channels: int, out_channels: int) -> nn.ConvTranspose2d:
+    """Transposed conv 3x3 stride 2: ``(B, in, H, W)`` -> ``(B, out, 2H, 2W)``."""
+    return nn.ConvTranspose2d(
+        in_channels, out_channels, kernel_size=3, stride=2, padding=1, output_padding=1
+    )
 
-    def __init__(self, in_channels: int, skip_channels: int, out_channels: int) -> None:
+
+class DecoderStage(nn.Module):
+    """Transposed conv 3x3 stride 2, concatenation with the skip, residual block.
+
+    With ``upsample=False`` the first layer is a conv 3x3 of stride 1 (same parameter
+    count): the skip already has the input's resolution.
+    """
+
+    def __init__(
+        self, in_channels: int, skip_channels: int, out_channels: int, upsample: bool = True
+    ) -> None:
         super().__init__()
-        self.up = nn.ConvTranspose2d(
-            in_channels, out_channels, kernel_size=3, stride=2, padding=1, output_padding=1
+        self.up: nn.Module = (
+            upsample3x3(in_channels, out_channels)
+            if upsample
+            else conv3x3(in_channels, out_channels)
         )
         self.block = ResidualBlock(out_channels + skip_channels, out_channels)
 
