@@ -196,7 +196,7 @@ def run_one(
         training = training.replace(epochs=args.epochs, steps=0)
     if args.steps:
         training = training.replace(steps=args.steps)
-    for key in ("batch_size", "loss", "schedule", "semi_supervised"):
+    for key in ("batch_size", "loss", "schedule", "semi_supervised", "intensity_augment"):
         if getattr(args, key) is not None:
             training = training.replace(**{key: getattr(args, key)})
     preprocess = pipeline.default_preprocess(pool[0].image, preset.preprocess)
@@ -360,6 +360,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loss", default=None, help="override the preset's loss")
     parser.add_argument("--schedule", default=None, help="override the preset's schedule")
     parser.add_argument("--semi-supervised", type=float, default=None, help="FixMatch weight")
+    parser.add_argument(
+        "--intensity-augment",
+        action="store_const",
+        const=True,
+        default=None,
+        help="add nnU-Net's intensity augmentation to the preset's affine one",
+    )
     parser.add_argument(
         "--validation-every",
         type=int,

@@ -112,13 +112,7 @@ class StridedDRSegUNet(DRSegUNet):
     def forward(self, x: Tensor, carry: Carry | None = None) -> SegmentationOutput:
         """Segment ``x`` ``(B, in_channels, H, W)``, H and W multiples of 16; ``carry`` unused."""
         check_input(self, x)
-        skips = [self.stem(x)]
-        for encoder in self.encoders:
-            skips.append(encoder(skips[-1]))
-        h = self.bridge(skips.pop())
-        for decoder in self.decoders:
-            h = decoder(h, skips.pop())
-        return SegmentationOutput(self.head(self.upsample(h)))
+        return SegmentationOutput(self.head(self.upsample(self.decode(x))))
 
 
 def _build_monai_unet(cfg: ModelConfig, widths: tuple[int, ...]) -> nn.Module:

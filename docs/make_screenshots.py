@@ -13,36 +13,14 @@ k-means pseudo-labels, taking one screenshot per step.
 from __future__ import annotations
 
 import argparse
-import shutil
-import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import imageio.v3 as iio
 import napari
 import numpy as np
-from qtpy.QtWidgets import QApplication
+from screenshot_support import annotated_sample, pump, wait
 
-from napari_numsnet import pipeline
 from napari_numsnet.engine.events import TrainState
-
-
-def pump(seconds: float = 0.3) -> None:
-    """Let Qt process events for ``seconds``."""
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        QApplication.processEvents()
-        time.sleep(0.01)
-
-
-def wait(condition: Callable[[], bool], limit: float = 1200.0) -> None:
-    end = time.monotonic() + limit
-    while not condition():
-        QApplication.processEvents()
-        time.sleep(0.02)
-        if time.monotonic() > end:
-            raise TimeoutError("the panel did not finish in time")
 
 
 def shot(viewer: napari.Viewer, path: Path) -> None:
@@ -65,23 +43,9 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
-    ct = Path(tempfile.mkdtemp()) / "ct.nii.gz"
-    shutil.copy(pipeline.sample_dir() / "ct_sample.nii.gz", ct)
-    viewer = napari.Viewer(title="napari")
-    viewer.window.resize(1480, 980)
-    viewer.open(ct, plugin="napari-numsnet")
-    _, widget = viewer.window.add_plugin_dock_widget("napari-numsnet", "Few-shot segmentation")
-    widget = getattr(widget, "__wrapped__", widget)
-    sample = pipeline.load_sample()
-
     # Annotate: the sample's classes, the planned slices copied from its reference labels.
+    viewer, widget, sample = annotated_sample()
     a = widget.annotation
-    widget.annotate_tab._load_classes(str(pipeline.sample_dir() / "ct_sample_classes.json"))
-    widget.annotate_tab.buttons["New annotation layer"].click()
-    for z in a.planned:
-        a.labels.data[z] = sample.labels[z]
-        a.mark(int(z))
-    a.labels.refresh()
     a.labels.opacity = 0.6
     # The annotated slice with the most liver.
     z = max((int(z) for z in a.planned), key=lambda z: int((sample.labels[z] == 1).sum()))

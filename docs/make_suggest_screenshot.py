@@ -11,36 +11,12 @@ slice with "Next suggested slice", and takes the Annotate tab with its tinted st
 from __future__ import annotations
 
 import argparse
-import shutil
-import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import imageio.v3 as iio
-import napari
-from qtpy.QtWidgets import QApplication
+from screenshot_support import annotated_sample, pump, wait
 
-from napari_numsnet import pipeline
 from napari_numsnet.engine.events import TrainState
-
-
-def pump(seconds: float = 0.3) -> None:
-    """Let Qt process events for ``seconds``."""
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        QApplication.processEvents()
-        time.sleep(0.01)
-
-
-def wait(condition: Callable[[], bool], limit: float = 1200.0) -> None:
-    """Process events until ``condition()`` holds (``limit`` seconds at most)."""
-    end = time.monotonic() + limit
-    while not condition():
-        QApplication.processEvents()
-        time.sleep(0.02)
-        if time.monotonic() > end:
-            raise TimeoutError("the panel did not finish in time")
 
 
 def main() -> None:
@@ -50,22 +26,8 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
-    ct = Path(tempfile.mkdtemp()) / "ct.nii.gz"
-    shutil.copy(pipeline.sample_dir() / "ct_sample.nii.gz", ct)
-    viewer = napari.Viewer(title="napari")
-    viewer.window.resize(1480, 980)
-    viewer.open(ct, plugin="napari-numsnet")
-    _, widget = viewer.window.add_plugin_dock_widget("napari-numsnet", "Few-shot segmentation")
-    widget = getattr(widget, "__wrapped__", widget)
-    sample = pipeline.load_sample()
-
+    viewer, widget, _ = annotated_sample()
     a = widget.annotation
-    widget.annotate_tab._load_classes(str(pipeline.sample_dir() / "ct_sample_classes.json"))
-    widget.annotate_tab.buttons["New annotation layer"].click()
-    for z in a.planned:
-        a.labels.data[z] = sample.labels[z]
-        a.mark(int(z))
-    a.labels.refresh()
 
     train = widget.train_tab
     train.preset.setCurrentText("fast")

@@ -8,8 +8,6 @@ from __future__ import annotations
 import errno
 import gzip
 import os
-import random
-import signal
 import struct
 import threading
 import time
@@ -36,6 +34,7 @@ from napari_numsnet.io.classes import ClassTable, save_class_table
 from napari_numsnet.io.labels import write_labels
 from napari_numsnet.io.volume import NumsnetWarning, read_volume, volume_from_array
 from napari_numsnet.models import create_model
+from napari_numsnet.testing import kill_during
 from napari_numsnet.workspace import Workspace
 
 SHAPE = (6, 24, 20)
@@ -77,31 +76,13 @@ def npy_workspace(ctx: Ctx) -> tuple[Workspace, np.ndarray]:
     return work, image
 
 
-def _kill_loop(write: Callable[[int], None], check: Callable[[int], int], reps: int) -> str:
+def _kill_loop(
+    write: Callable[[int], None], check: Callable[[int], tuple[int, bool]], reps: int
+) -> str:
     """Fork writers of 1, 2, ...; SIGKILL each at a random moment; ``check`` what loads."""
     last, inside = 0, 0
     for rep in range(reps):
-        read_end, write_end = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            os.close(read_end)
-            try:
-                number = last
-                while True:
-                    number += 1
-                    write(number)
-                    os.write(write_end, f"{number}\n".encode())
-            finally:
-                os._exit(1)
-        os.close(write_end)
-        time.sleep(random.Random(rep).uniform(0.0, 0.2))
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        data = b""
-        while chunk := os.read(read_end, 65536):
-            data += chunk
-        os.close(read_end)
-        done = max([last, *[int(n) for n in data.split()]])
+        done, pid = kill_during(write, seed=rep, first=last, longest_delay=0.2)
         loaded, was_inside = check(pid)
         inside += was_inside
         expect(loaded >= done, f"rep {rep}: loaded {loaded} but {done} was complete")

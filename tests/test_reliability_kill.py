@@ -10,10 +10,7 @@ must clean the temporaries the dead writer left, and only those.
 from __future__ import annotations
 
 import os
-import random
-import signal
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +23,7 @@ from napari_numsnet.io.atomic import is_own_temporary
 from napari_numsnet.io.classes import ClassTable
 from napari_numsnet.io.volume import volume_from_array
 from napari_numsnet.models import create_model
+from napari_numsnet.testing import kill_during
 from napari_numsnet.workspace import Workspace
 
 REPETITIONS = 20
@@ -43,35 +41,6 @@ def _repetitions(mid_write: list[int]) -> Iterator[int]:
 
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork (POSIX)")
-
-
-def _kill_during(write: Callable[[int], None], seed: int, first: int) -> int:
-    """Fork a child that calls ``write(first + 1)``, ``write(first + 2)``, ...; kill it.
-
-    Returns the last number the child reported complete (``first`` if none).
-    """
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: write until killed
-        os.close(read_end)
-        try:
-            number = first
-            while True:
-                number += 1
-                write(number)
-                os.write(write_end, f"{number}\n".encode())
-        finally:
-            os._exit(1)
-    os.close(write_end)
-    time.sleep(random.Random(seed).uniform(0.0, 0.25))
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
-    reported = b""
-    while chunk := os.read(read_end, 65536):
-        reported += chunk
-    os.close(read_end)
-    numbers = [int(n) for n in reported.split()]
-    return numbers[-1] if numbers else first
 
 
 def _count_temporaries(folder: Path) -> int:
@@ -101,7 +70,7 @@ def test_kill_during_autosave_always_leaves_a_whole_save(tmp_path):
 
     last, mid_write = 0, [0]
     for rep in _repetitions(mid_write):
-        done = _kill_during(save, seed=rep, first=last)
+        done, _ = kill_during(save, seed=rep, first=last)
         mid_write[0] += _count_temporaries(work.folder)
         saved = Workspace(work.folder, meta).load_annotations(image.shape)
         assert saved is not None
@@ -146,7 +115,7 @@ def test_kill_during_checkpoint_write_always_leaves_the_previous_checkpoint(tmp_
 
     last, mid_write = 0, [0]
     for rep in _repetitions(mid_write):
-        done = _kill_during(write, seed=100 + rep, first=last)
+        done, _ = kill_during(write, seed=100 + rep, first=last)
         mid_write[0] += _count_temporaries(path.parent)
         loaded = load_checkpoint(path)
         number = loaded.epochs_done

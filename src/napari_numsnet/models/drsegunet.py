@@ -136,13 +136,17 @@ class DRSegUNet(ModelContract, nn.Module):
         )
         self.head = nn.Conv2d(f[1], num_classes, kernel_size=1)
 
-    def forward(self, x: Tensor, carry: Carry | None = None) -> SegmentationOutput:
-        """Segment ``x`` ``(B, in_channels, H, W)``, H and W multiples of 16; ``carry`` unused."""
-        check_input(self, x)
+    def decode(self, x: Tensor) -> Tensor:
+        """The last decoder's features: ``(B, widths[1], H', W')``, the input's size here."""
         skips = [self.stem(x)]
         for encoder in self.encoders:
             skips.append(encoder(skips[-1]))
         h = self.bridge(skips.pop())
         for decoder in self.decoders:
             h = decoder(h, skips.pop())
-        return SegmentationOutput(self.head(h))
+        return h
+
+    def forward(self, x: Tensor, carry: Carry | None = None) -> SegmentationOutput:
+        """Segment ``x`` ``(B, in_channels, H, W)``, H and W multiples of 16; ``carry`` unused."""
+        check_input(self, x)
+        return SegmentationOutput(self.head(self.decode(x)))
