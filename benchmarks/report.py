@@ -338,6 +338,12 @@ def main(argv: list[str] | None = None) -> int:
             covid_section(common.read_results(out / "accuracy_covid.jsonl")),
             self_learning_section(common.read_results(out / "self_learning.jsonl")),
             speed_section(common.read_results(out / "speed.jsonl"), out, "speed"),
+            speed_section(
+                common.read_results(out / "speed_rounds_256.jsonl")
+                + common.read_results(out / "speed_rounds_512.jsonl"),
+                out,
+                "speed_rounds",
+            ),
             speed_section(common.read_results(out / "speed_retime.jsonl"), out, "speed_retime"),
             speed_section(common.read_results(out / "speed_cuda.jsonl"), out, "speed_cuda"),
             monai_section(common.read_results(out / "monai_compare.jsonl")),
