@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common
 import speed
+import speed_tables
 
 from napari_numsnet.models import keras_parameter_count
 
@@ -135,9 +136,9 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{size}px {key}: {record['params']:,} params, "
                 f"{record['flops_forward'] / 1e9:.1f} GFLOP fwd, "
-                f"infer {speed._cell(record, 'infer')} sl/s "
+                f"infer {speed_tables.cell(record, 'infer')} sl/s "
                 f"(x{record['infer_ratio_to_ours']:.2f}), "
-                f"train {speed._cell(record, 'train', 3)} sl/s "
+                f"train {speed_tables.cell(record, 'train', 3)} sl/s "
                 f"(x{record.get('train_ratio_to_ours', float('nan')):.2f}), "
                 f"load {record['load_before']} -> {record['load_after']}",
                 flush=True,
@@ -167,8 +168,8 @@ def table(records: list[dict]) -> str:
             r["size"],
             f"{r['params'] / 1e6:.2f}",
             f"{r['flops_forward'] / 1e9:.1f}",
-            speed._cell(r, "infer"),
-            speed._cell(r, "train", 3),
+            speed_tables.cell(r, "infer"),
+            speed_tables.cell(r, "train", 3),
             _inverse_cell(r, "infer"),
             _inverse_cell(r, "train"),
             f"{r['load_before'][0]:.1f}-{r['load_after'][0]:.1f}" if r["load_before"] else "?",

@@ -47,19 +47,13 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common
+from speed_tables import cell, mfu, table
 
 from napari_numsnet.config import PRESETS, ModelConfig
 from napari_numsnet.models import create_model, keras_parameter_count
 from napari_numsnet.models.base import ModelContract, ModelKind
 from napari_numsnet.pipeline import model_for_preset
 
-#: Dense peak FLOP/s of GPUs by name fragment: (fp32 without tensor cores, bf16 tensor).
-GPU_PEAKS = {
-    "H100": (67e12, 989e12),
-    "H200": (67e12, 989e12),
-    "A100": (19.5e12, 312e12),
-}
-#: Cumulative optimisation variants on CUDA, in order.
 CUDA_VARIANTS = ("fp32", "cudnn_benchmark", "channels_last", "bf16", "compile")
 #: Label values of the synthetic target (4 = ACDC's).
 NUM_CLASSES = 4
@@ -316,21 +310,6 @@ def measure(
     return result["m"]
 
 
-def mfu(record: dict[str, Any], gpu: str | None) -> dict[str, float]:
-    """Achieved fraction of the GPU's peak FLOP/s (inference and training)."""
-    if not gpu:
-        return {}
-    peaks = next((v for k, v in GPU_PEAKS.items() if k in gpu), None)
-    if peaks is None:
-        return {}
-    peak = peaks[1] if record["variant"] in ("bf16", "compile") else peaks[0]
-    out = {"peak_flops": peak}
-    out["infer_mfu"] = record["infer_slices_per_s"] * record["flops_forward"] / peak
-    if "train_slices_per_s" in record:
-        out["train_mfu"] = record["train_slices_per_s"] * record["flops_train"] / peak
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = common.base_parser(__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(common.ALL_MODELS))
@@ -431,7 +410,7 @@ def _interleaved_group(
         print(
             f"{widths} {size}px {name} {variant}: "
             f"{record['flops_forward'] / 1e9:.1f} GFLOP/slice fwd, "
-            f"infer {_cell(record, 'infer')} sl/s, train {_cell(record, 'train')} sl/s, "
+            f"infer {cell(record, 'infer')} sl/s, train {cell(record, 'train')} sl/s, "
             f"peak {peak / 2**20:.0f} MiB, load {record['load_before']}",
             flush=True,
         )
@@ -440,47 +419,6 @@ def _interleaved_group(
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return rows
-
-
-def _cell(record: dict[str, Any], phase: str, digits: int = 2) -> str:
-    """``median (min-max)`` of a phase's slices/s; ``n/a`` when not timed."""
-    if f"{phase}_slices_per_s" not in record:
-        return "n/a"
-    low, high = record[f"{phase}_slices_per_s_range"]
-    d = digits
-    return f"{record[f'{phase}_slices_per_s']:.{d}f} ({low:.{d}f}-{high:.{d}f})"
-
-
-def table(records: list[dict[str, Any]]) -> str:
-    """Markdown table: slices/s as median (range) of the rounds, and the load average."""
-    header = [
-        "model",
-        "widths",
-        "px",
-        "variant",
-        "params (M)",
-        "GFLOP/slice fwd",
-        "infer slices/s",
-        "train slices/s",
-        "peak MiB",
-        "load (1 min) before-after",
-    ]
-    rows = [
-        [
-            common.title(r["model"]),
-            r["widths"],
-            r["size"],
-            r["variant"],
-            f"{r['params'] / 1e6:.2f}",
-            f"{r['flops_forward'] / 1e9:.1f}",
-            _cell(r, "infer"),
-            _cell(r, "train", 3),
-            f"{r.get('train_peak_bytes', r['infer_peak_bytes']) / 2**20:.0f}",
-            f"{r['load_before'][0]:.1f}-{r['load_after'][0]:.1f}" if r["load_before"] else "?",
-        ]
-        for r in records
-    ]
-    return common.markdown_table(header, rows)
 
 
 if __name__ == "__main__":
