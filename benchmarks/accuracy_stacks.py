@@ -121,13 +121,14 @@ def evaluate_pool(
     device: str,
     prune_level: int | None = None,
     largest_component: bool = False,
+    mirror: bool = False,
 ) -> tuple[dict[str, dict[str, float]], float, int]:
     """Pooled metrics over every slice of ``stacks``, prediction seconds, slices.
 
     ``prune_level`` k predicts with UNet# in its fast mode, pruned to head X(0,k).
     ``largest_component`` also scores the same predictions with every class reduced to
     its largest 3D connected component (``dice_largest_component``,
-    ``dice_per_volume_largest_component``).
+    ``dice_per_volume_largest_component``). ``mirror`` predicts with test-time flips.
     """
     from napari_numsnet.config import PredictConfig
     from napari_numsnet.engine.predict import predict_volume
@@ -146,7 +147,7 @@ def evaluate_pool(
             model,
             stack.image,
             checkpoint.preprocess,
-            PredictConfig(device=device),
+            PredictConfig(device=device, mirror=mirror),
             return_probabilities=False,
         )
         seconds += time.perf_counter() - start
@@ -196,7 +197,14 @@ def run_one(
         training = training.replace(epochs=args.epochs, steps=0)
     if args.steps:
         training = training.replace(steps=args.steps)
-    for key in ("batch_size", "loss", "schedule", "semi_supervised", "intensity_augment"):
+    for key in (
+        "batch_size",
+        "loss",
+        "schedule",
+        "semi_supervised",
+        "intensity_augment",
+        "mirror",
+    ):
         if getattr(args, key) is not None:
             training = training.replace(**{key: getattr(args, key)})
     preprocess = pipeline.default_preprocess(pool[0].image, preset.preprocess)
@@ -249,6 +257,15 @@ def run_one(
     scores, predict_seconds, n_eval = evaluate_pool(
         checkpoint, evaluation, classes, args.device, largest_component=args.largest_component
     )
+    if args.tta:  # the same weights with test-time flips
+        tta, tta_seconds, _ = evaluate_pool(
+            checkpoint,
+            evaluation,
+            classes,
+            args.device,
+            largest_component=args.largest_component,
+            mirror=True,
+        )
     pruned = {}
     if args.unetsharp_pruned and model == "unetsharp":  # the same weights, heads X(0,1..4)
         for level in (1, 2, 3, 4):
@@ -285,6 +302,8 @@ def run_one(
     }
     if pruned:
         record["pruned"] = pruned
+    if args.tta:
+        record["tta"] = {"scores": tta, "predict_seconds": tta_seconds}
     return record
 
 
@@ -361,6 +380,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--schedule", default=None, help="override the preset's schedule")
     parser.add_argument("--semi-supervised", type=float, default=None, help="FixMatch weight")
     parser.add_argument(
+        "--mirror",
+        action="store_const",
+        const=True,
+        default=None,
+        help="flip each in-plane axis with probability 1/2 in training (nnU-Net's mirroring)",
+    )
+    parser.add_argument(
+        "--tta", action="store_true", help="also score the same weights with test-time flips"
+    )
+    parser.add_argument(
         "--intensity-augment",
         action="store_const",
         const=True,
@@ -428,6 +457,13 @@ def main(argv: list[str] | None = None) -> int:
                     print(
                         f"  largest component per class: {pooled:.3f} pooled,"
                         f" {per_volume:.3f} per volume",
+                        flush=True,
+                    )
+                if args.tta:
+                    tta = record["tta"]["scores"]
+                    print(
+                        f"  test-time flips: {mean_dice(tta):.3f} pooled,"
+                        f" {mean_dice(tta, 'dice_per_volume'):.3f} per volume",
                         flush=True,
                     )
     return 0

@@ -119,3 +119,32 @@ def test_runs_on_cuda():
     out_i, out_l = random_affine(images.cuda(), labels.cuda(), g)
     assert out_i.is_cuda and out_l.is_cuda
     assert set(out_l.unique().tolist()) <= {0, 2, 5}
+
+
+def test_mirror_flips_about_half_the_axes_after_the_same_draws():
+    plain = affine_matrices(400, H, W, _gen(3))
+    mirrored = affine_matrices(400, H, W, _gen(3), mirror=True)
+    # The flips are drawn after the other parameters: the same maps up to column signs.
+    torch.testing.assert_close(mirrored[:, :, :2].abs(), plain[:, :, :2].abs())
+    torch.testing.assert_close(mirrored[:, :, 2], plain[:, :, 2])
+    flipped = (mirrored[:, :, :2] * plain[:, :, :2]).sum(dim=1) < 0  # (400, 2): x, y
+    assert 0.4 < float(flipped.float().mean()) < 0.6
+    assert bool(flipped[:, 0].any() & flipped[:, 1].any())
+
+
+def test_mirror_alone_flips_image_and_labels_together():
+    images, labels = _batch(b=16)
+    out_i, out_l = random_affine(
+        images, labels, _gen(1), rotation=0, shift=0, shear=0, zoom=(1.0, 1.0), mirror=True
+    )
+    seen = set()
+    for k in range(16):
+        for axes in [(), (-1,), (-2,), (-2, -1)]:
+            image = images[k].flip(axes) if axes else images[k]
+            label = labels[k].flip(axes) if axes else labels[k]
+            if torch.equal(out_l[k], label) and torch.allclose(out_i[k], image, atol=1e-5):
+                seen.add(axes)
+                break
+        else:
+            raise AssertionError(f"slice {k} is not its image flipped along some axes")
+    assert len(seen) >= 3  # 16 draws: at least three of the four flips

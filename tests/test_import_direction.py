@@ -1,5 +1,6 @@
 """Imports point one way: the plugin and the command line -> workflows -> the core
-packages (engine, models, data, io, pseudolabel) -> config and errors."""
+packages (engine, models, data, io, pseudolabel) -> config and errors (and the
+fork-kill helper of `testing`, which imports nothing of the package)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ PACKAGE = Path(napari_numsnet.__file__).parent
 RANKS = {
     "config": 0,
     "errors": 0,
+    "testing": 0,
     "io": 1,
     "models": 1,
     "data": 1,

@@ -14,7 +14,8 @@ from napari_numsnet.engine.predict import (
     probabilities_to_labels,
 )
 from napari_numsnet.errors import NumsnetError
-from napari_numsnet.models import create_model
+from napari_numsnet.models import MODELS, create_model
+from napari_numsnet.models.base import ModelKind
 
 CPU = dict(device="cpu")
 
@@ -184,3 +185,28 @@ def test_slice_range_outside_the_stack(numsnet, images, slice_range):
     with pytest.raises(NumsnetError, match="outside the stack") as info:
         predict_volume(numsnet, images, PreprocessConfig(size=32), slice_range=slice_range)
     assert "0 <= start < stop <= 7" in info.value.fix
+
+
+#: The models that predict slice by slice or along the stack (the 3D one refuses flips).
+PLANAR = sorted(set(MODELS) - {n for n, s in MODELS.items() if s.kind is ModelKind.VOLUME})
+
+
+@pytest.mark.parametrize("name", PLANAR)
+def test_test_time_flips_average_the_four_flipped_predictions(tiny_config, images, name):
+    torch.manual_seed(0)
+    model = create_model(tiny_config(name, 3)).eval()
+    mirrored = predict_stack(model, images, PredictConfig(mirror=True, batch_size=3, **CPU))
+    expected = np.zeros_like(mirrored)
+    for axes in [(), (-1,), (-2,), (-2, -1)]:
+        flipped = np.flip(images, axes).copy() if axes else images
+        prob = predict_stack(model, flipped, PredictConfig(batch_size=3, **CPU))
+        expected += (np.flip(prob, axes) if axes else prob) / 4
+    np.testing.assert_allclose(mirrored, expected, atol=1e-5)
+    plain = predict_stack(model, images, PredictConfig(batch_size=3, **CPU))
+    assert np.abs(mirrored - plain).max() > 1e-4
+
+
+def test_test_time_flips_are_refused_for_the_3d_model(tiny_config, images):
+    model = create_model(tiny_config("msdsunet", 3)).eval()
+    with pytest.raises(NumsnetError, match="slice and sequence models"):
+        predict_stack(model, images, PredictConfig(mirror=True, **CPU))

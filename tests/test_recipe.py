@@ -193,6 +193,18 @@ def test_a_checkpoint_hook_that_draws_random_numbers_or_evaluates_changes_nothin
     assert all(torch.equal(plain[key], hooked[key]) for key in plain)
 
 
+def test_mirroring_takes_effect_in_training(tiny_config, square_stack):
+    stack = square_stack(6)
+
+    def trained(**changes):
+        config = recipe(steps=4, augment=True, **changes)
+        return fit(model_of(tiny_config, "drsegunet"), [stack], config).model.state_dict()
+
+    plain, again, mirrored = trained(), trained(mirror=False), trained(mirror=True)
+    assert all(torch.equal(plain[k], again[k]) for k in plain)
+    assert not all(torch.equal(plain[k], mirrored[k]) for k in plain)
+
+
 # --- batch sources -------------------------------------------------------------------
 
 

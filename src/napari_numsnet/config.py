@@ -180,6 +180,10 @@ class TrainConfig(_Record):
     intensity_augment
         Brightness, contrast, gamma, Gaussian noise and blur on every batch, as in
         nnU-Net (only where ``augment`` is on).
+    mirror
+        Flip each in-plane axis with probability 1/2 inside the affine, as nnU-Net
+        mirrors (only where ``augment`` is on); pair it with test-time flips
+        (:attr:`PredictConfig.mirror`).
     semi_supervised
         Weight of FixMatch's consistency term on the unannotated slices of the training
         stacks (slice models with exclusive classes; 0: off). It starts after a fifth of
@@ -219,6 +223,7 @@ class TrainConfig(_Record):
     loss: LossName = "bdl"
     augment: bool = True
     intensity_augment: bool = False
+    mirror: bool = False
     semi_supervised: float = 0.0
     confidence: float = 0.9
     keep_best: bool = True
@@ -262,6 +267,10 @@ class PredictConfig(_Record):
     largest_component
         Label values reduced to their largest 3D connected component after prediction
         (nnU-Net's post-processing, for classes that are one organ); empty: none.
+    mirror
+        Test-time flips: average the probabilities of the slice as it is and flipped
+        left-right, up-down and both (4 passes; slice and sequence models). For a model
+        trained with :attr:`TrainConfig.mirror`.
     """
 
     direction: Direction = "forward"
@@ -269,6 +278,7 @@ class PredictConfig(_Record):
     threshold: float = 0.5
     device: str = "auto"
     largest_component: tuple[int, ...] = ()
+    mirror: bool = False
 
 
 @dataclass(frozen=True)

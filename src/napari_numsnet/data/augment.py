@@ -38,6 +38,7 @@ def affine_matrices(
     shift: float = 0.2,
     shear: float = 0.2,
     zoom: tuple[float, float] = (0.8, 1.0),
+    mirror: bool = False,
 ) -> torch.Tensor:
     """Draw ``n`` random affine maps in the normalised coordinates of ``F.affine_grid``.
 
@@ -56,6 +57,9 @@ def affine_matrices(
         Half-width of the uniform range of shifts, fraction of the side.
     zoom
         ``(low, high)`` range of the scale factors of each axis; below 1 magnifies.
+    mirror
+        Also flip each axis with probability 1/2 (nnU-Net's mirroring). The flips are
+        drawn after the other parameters, so ``False`` leaves the draws as they were.
 
     Returns
     -------
@@ -84,6 +88,9 @@ def affine_matrices(
     pixel = rot @ shr @ scl  # (x, y) in pixels about the centre
     half = torch.tensor([width / 2, height / 2], device=u.device, dtype=u.dtype)
     linear = pixel * half.view(1, 1, 2) / half.view(1, 2, 1)  # S^-1 A S
+    if mirror:  # x -> -x and/or y -> -y in the output, before the map
+        flips = torch.rand(n, 2, generator=generator, device=generator.device) < 0.5
+        linear = linear * torch.where(flips, -1.0, 1.0).view(n, 1, 2)
     translation = torch.stack([2 * shift_x, 2 * shift_y], dim=1).view(n, 2, 1)
     return torch.cat([linear, translation], dim=2)
 
@@ -97,6 +104,7 @@ def random_affine(
     shift: float = 0.2,
     shear: float = 0.2,
     zoom: tuple[float, float] = (0.8, 1.0),
+    mirror: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Apply one random rotation, shift, shear and zoom per slice (or per batch).
 
@@ -117,6 +125,8 @@ def random_affine(
         Half-width of the uniform range of shifts, fraction of the side.
     zoom
         ``(low, high)`` range of the scale factors; below 1 magnifies.
+    mirror
+        Also flip each in-plane axis with probability 1/2 (see :func:`affine_matrices`).
 
     Returns
     -------
@@ -128,7 +138,7 @@ def random_affine(
     _check_inputs(images, labels)
     batch, _, height, width = images.shape
     n = 1 if same_for_batch else batch
-    theta = affine_matrices(n, height, width, generator, rotation, shift, shear, zoom)
+    theta = affine_matrices(n, height, width, generator, rotation, shift, shear, zoom, mirror)
     theta = theta.to(images.device).expand(batch, 2, 3)
     grid = F.affine_grid(theta, [batch, 1, height, width], align_corners=False)
     out_images = F.grid_sample(

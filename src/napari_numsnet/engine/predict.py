@@ -92,6 +92,11 @@ def predict_stack(
         )
     if config.batch_size < 1:
         raise NumsnetError(f"batch_size must be >= 1; got {config.batch_size}.", "Use 1 or more.")
+    if config.mirror and model.kind is ModelKind.VOLUME:
+        raise NumsnetError(
+            "Test-time flips are for slice and sequence models.",
+            "Predict the 3D model without them.",
+        )
     device = device or select_device(config.device)
     was_training = model.training
     if model.kind is ModelKind.VOLUME:
@@ -119,15 +124,20 @@ def predict_stack(
         )
     if model.kind is not ModelKind.SEQUENCE:
         directions[config.direction] = [False]  # order does not matter: one pass is enough
+    # Test-time flips: in-plane axes of (Z, C, H, W) flipped before and after a pass.
+    flips: list[tuple[int, ...]] = [(), (-1,), (-2,), (-2, -1)] if config.mirror else [()]
     total = None
     with torch.inference_mode():
         for backward in directions[config.direction]:
-            seq = x.flip(0) if backward else x
-            prob = _forward_sequence(model, seq, config.batch_size, device)
-            prob = prob.flip(0) if backward else prob
-            total = prob if total is None else total + prob
+            for axes in flips:
+                seq = x.flip(0) if backward else x
+                seq = seq.flip(axes) if axes else seq
+                prob = _forward_sequence(model, seq, config.batch_size, device)
+                prob = prob.flip(axes) if axes else prob
+                prob = prob.flip(0) if backward else prob
+                total = prob if total is None else total + prob
     assert total is not None
-    passes = len(directions[config.direction])
+    passes = len(directions[config.direction]) * len(flips)
     model.train(was_training)
     return (total / passes).permute(1, 0, 2, 3).numpy().astype(np.float32, copy=False)
 
