@@ -94,8 +94,6 @@ class StridedDRSegUNet(DRSegUNet):
         As for :class:`DRSegUNet`.
     """
 
-    head_names = ("head",)
-
     def __init__(
         self, in_channels: int, num_classes: int, widths: Iterable[int] = (16, 32, 64, 128, 256)
     ) -> None:

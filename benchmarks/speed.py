@@ -54,6 +54,7 @@ from napari_numsnet.models import create_model, keras_parameter_count
 from napari_numsnet.models.base import ModelContract, ModelKind
 from napari_numsnet.pipeline import model_for_preset
 
+#: Cumulative optimisation variants on CUDA, in order.
 CUDA_VARIANTS = ("fp32", "cudnn_benchmark", "channels_last", "bf16", "compile")
 #: Label values of the synthetic target (4 = ACDC's).
 NUM_CLASSES = 4

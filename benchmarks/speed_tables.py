@@ -12,7 +12,6 @@ GPU_PEAKS = {
     "H200": (67e12, 989e12),
     "A100": (19.5e12, 312e12),
 }
-#: Cumulative optimisation variants on CUDA, in order.
 
 
 def mfu(record: dict[str, Any], gpu: str | None) -> dict[str, float]:

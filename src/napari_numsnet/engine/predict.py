@@ -129,9 +129,9 @@ def predict_stack(
     total = None
     with torch.inference_mode():
         for backward in directions[config.direction]:
+            ordered = x.flip(0) if backward else x
             for axes in flips:
-                seq = x.flip(0) if backward else x
-                seq = seq.flip(axes) if axes else seq
+                seq = ordered.flip(axes) if axes else ordered
                 prob = _forward_sequence(model, seq, config.batch_size, device)
                 prob = prob.flip(axes) if axes else prob
                 prob = prob.flip(0) if backward else prob
