@@ -204,12 +204,15 @@ def run_one(
         "semi_supervised",
         "intensity_augment",
         "mirror",
+        "weight_average",
     ):
         if getattr(args, key) is not None:
             training = training.replace(**{key: getattr(args, key)})
     preprocess = pipeline.default_preprocess(pool[0].image, preset.preprocess)
     if args.size:
         preprocess = preprocess.replace(size=args.size)
+    if args.clip_percentiles is not None:
+        preprocess = preprocess.replace(clip_percentiles=args.clip_percentiles)
     curve: list[dict[str, Any]] = []
     scoring = [0.0]
 
@@ -283,6 +286,7 @@ def run_one(
         "widths": list(checkpoint.model_config.widths),
         "context": checkpoint.model_config.context,
         "size": preprocess.size,
+        "preprocess": preprocess.to_dict(),
         "epochs": training.epochs,
         "steps": checkpoint.record.get("steps_done"),
         "strategy": args.strategy,
@@ -406,7 +410,19 @@ def main(argv: list[str] | None = None) -> int:
         "--curve-seconds", type=float, default=0, help="score the eval stacks this often"
     )
     parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument(
+        "--weight-average",
+        type=float,
+        default=None,
+        help="decay of the moving average of the weights that is validated and kept",
+    )
     parser.add_argument("--size", type=int, default=None, help="override the preset's size")
+    parser.add_argument(
+        "--clip-percentiles",
+        type=lambda text: tuple(float(v) for v in text.split(",")),
+        default=None,
+        help="LOW,HIGH percentiles to clip each stack to before min-max scaling (default: none)",
+    )
     parser.add_argument(
         "--width-scale", type=float, default=None, help="override the preset's width scale"
     )

@@ -189,8 +189,15 @@ def test_plan_and_preset_helpers(synthetic_volume):
     paper = pipeline.model_for_preset("NUMSnet", 6, get_preset("paper"))
     assert paper.widths is None and paper.name == "numsnet"
     image, _ = synthetic_volume
-    assert pipeline.default_preprocess(image).window == pipeline.CT_WINDOW
-    assert pipeline.default_preprocess(image / 1000.0 + 5.0).window is None
+    ct = pipeline.default_preprocess(image)
+    assert ct.window == pipeline.CT_WINDOW and ct.clip_percentiles is None
+    mri = pipeline.default_preprocess(image / 1000.0 + 5.0)
+    assert mri.window is None and mri.clip_percentiles is None
+    # what the caller set is kept: clipping percentiles (no window added), or a window
+    kept = PreprocessConfig(clip_percentiles=(0.5, 99.5))
+    assert pipeline.default_preprocess(image, kept) == kept
+    windowed = PreprocessConfig(window=(0.0, 10.0))
+    assert pipeline.default_preprocess(image / 1000.0 + 5.0, windowed) == windowed
 
 
 def test_predict_files_into_the_input_folder_does_not_predict_its_outputs(checkpoint, tmp_path):

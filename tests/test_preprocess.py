@@ -9,6 +9,7 @@ from napari_numsnet.config import PreprocessConfig
 from napari_numsnet.data import (
     Preprocessor,
     apply_window,
+    clip_percentiles,
     looks_like_hounsfield,
     minmax,
     resize_stack,
@@ -27,6 +28,34 @@ def test_apply_window_clips():
 def test_apply_window_empty_range():
     with pytest.raises(NumsnetError, match="empty"):
         apply_window(np.zeros(3), 5, 5)
+
+
+def test_clip_percentiles_hand_values():
+    x = np.arange(101, dtype=np.float32)  # the k-th percentile of 0..100 is k
+    out = clip_percentiles(x, 5.0, 90.0)
+    assert out.dtype == np.float32
+    assert out.min() == 5.0 and out.max() == 90.0
+    np.testing.assert_array_equal(out[5:91], x[5:91])
+    np.testing.assert_array_equal(clip_percentiles(x, 0.0, 100.0), x)
+
+
+def test_clipping_keeps_the_tissue_range_of_a_stack_with_a_bright_outlier():
+    rng = np.random.default_rng(0)
+    tissue = rng.uniform(100.0, 200.0, size=(4, 16, 16)).astype(np.float32)
+    bright = tissue.copy()
+    bright[0, 0, 0] = 5000.0  # one flow artefact
+    plain = Preprocessor(PreprocessConfig(size=None))
+    clipped = Preprocessor(PreprocessConfig(size=None, clip_percentiles=(0.5, 99.5)))
+    # min-max alone squeezes the tissue into a 50th of [0, 1]; clipped, it keeps the range
+    assert np.ptp(plain.prepare(bright)[:, 1:, 1:]) < 0.05
+    assert np.ptp(clipped.prepare(bright)[:, 1:, 1:]) > 0.95
+    np.testing.assert_allclose(clipped.prepare(bright)[1:], clipped.prepare(tissue)[1:], atol=0.02)
+
+
+@pytest.mark.parametrize("clip", [(50.0, 50.0), (-1.0, 99.0), (1.0, 101.0), (90.0, 10.0)])
+def test_bad_clipping_percentiles_are_refused(clip):
+    with pytest.raises(NumsnetError, match="percentiles"):
+        Preprocessor(PreprocessConfig(clip_percentiles=clip))
 
 
 def test_minmax_paper_eq1():

@@ -1,6 +1,7 @@
 """Turn raw stacks into network input and network output back into the stack's grid.
 
-Order, as in the NUMSnet paper: intensity window (optional, HU for CT), normalisation
+Order, as in the NUMSnet paper: intensity window (optional, HU for CT), clipping to
+percentiles of the stack (optional, for MRI), normalisation
 over the whole stack (min-max, paper eq. 1, by default), then each slice resized to
 ``size x size``. With ``size=None`` slices keep their native size and are padded at the
 bottom and right up to a multiple of 16 (four 2x poolings), which ``restore_*`` crop away.
@@ -58,6 +59,28 @@ def apply_window(x: np.ndarray, low: float, high: float) -> np.ndarray:
             f"Window ({low}, {high}) is empty.", "Give (low, high) with low < high."
         )
     return np.clip(np.asarray(x, dtype=np.float32), low, high)
+
+
+def clip_percentiles(x: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Clip intensities to the ``low`` and ``high`` percentiles of the whole array.
+
+    Parameters
+    ----------
+    x
+        Any shape, e.g. ``(Z, H, W)`` MRI intensities (arbitrary units).
+    low, high
+        Percentiles, ``0 <= low < high <= 100``.
+
+    Returns
+    -------
+    np.ndarray
+        Same shape, float32.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    if (low, high) == (0.0, 100.0):
+        return x
+    bottom, top = np.percentile(x, [low, high])
+    return np.clip(x, np.float32(bottom), np.float32(top))
 
 
 def minmax(x: np.ndarray) -> np.ndarray:
@@ -160,6 +183,12 @@ class Preprocessor:
                 f"Unknown normalization {self.config.normalization!r}.",
                 "Choose one of: minmax, zscore, none.",
             )
+        clip = self.config.clip_percentiles
+        if clip is not None and not 0.0 <= clip[0] < clip[1] <= 100.0:
+            raise NumsnetError(
+                f"Clipping percentiles {tuple(clip)} are not 0 <= low < high <= 100.",
+                "Give two percentiles, e.g. (0.5, 99.5), or None for no clipping.",
+            )
         if self.config.size is not None and self.config.size < 1:
             raise NumsnetError(
                 f"Slice size {self.config.size} is not positive.",
@@ -205,6 +234,8 @@ class Preprocessor:
         _check_finite(x)
         cfg = self.config
         x = apply_window(x, *cfg.window) if cfg.window is not None else x.astype(np.float32)
+        if cfg.clip_percentiles is not None:
+            x = clip_percentiles(x, *cfg.clip_percentiles)
         if cfg.normalization == "minmax":
             x = minmax(x)
         elif cfg.normalization == "zscore":

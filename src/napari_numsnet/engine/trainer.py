@@ -10,6 +10,7 @@ honoured within one step. No Qt, no napari: the widgets run it in a worker threa
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import threading
@@ -25,6 +26,7 @@ from torch import nn
 from napari_numsnet.config import TrainConfig, step_budget
 from napari_numsnet.data.dataset import StackSample, TrainingStack
 from napari_numsnet.engine import distributed, threads
+from napari_numsnet.engine.averaging import WeightAverage
 from napari_numsnet.engine.batches import BatchSource, annotated_count, make_source
 from napari_numsnet.engine.device import (
     amp_dtype,
@@ -190,6 +192,11 @@ def fit(
             f"Nothing to train: steps={config.steps}, epochs={config.epochs}.",
             "Give a positive number of steps (or epochs).",
         )
+    if not 0.0 <= config.weight_average < 1.0:
+        raise NumsnetError(
+            f"Weight averaging decay {config.weight_average} is not in [0, 1).",
+            "Use 0 (off) or a decay such as 0.998 (an average over about 500 steps).",
+        )
     cfg = model.config
     names = label_names(class_names, cfg.num_classes, cfg.exclusive)
     device = select_device(config.device)
@@ -232,6 +239,7 @@ def fit(
     if distributed.active():
         total = int(distributed.all_reduce(total, "min"))
     run = _Run(total, steps_per_epoch, evaluation_interval(config, steps_per_epoch, total))
+    average = WeightAverage(net, config.weight_average) if config.weight_average > 0 else None
     record["budget"] = {"steps": total, "steps_per_epoch": steps_per_epoch}
     emit = callback or (lambda event: None)
     stop = stop_event or threading.Event()
@@ -248,7 +256,8 @@ def fit(
         epoch += 1
         elapsed = time.perf_counter() - window_start
         evaluate = val_stacks or distributed.active()  # a collective: all take part
-        val_dice = evaluate_stacks(net, val_stacks, names, device) if evaluate else {}
+        with average.swapped_in(net) if average else contextlib.nullcontext():
+            val_dice = evaluate_stacks(net, val_stacks, names, device) if evaluate else {}
         score = foreground_score(val_dice, names, cfg.exclusive)
         entry = {
             "epoch": epoch,
@@ -267,7 +276,9 @@ def fit(
         improved = math.isfinite(score) and score > run.best_score
         if improved:
             run.best_score, run.best_step, run.stale = score, step, 0
-            if config.keep_best:
+            if config.keep_best and average is not None:
+                run.best_state = average.cpu_state()
+            elif config.keep_best:
                 run.best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
                 run.best_unsaved = True
         elif math.isfinite(score):
@@ -329,6 +340,8 @@ def fit(
                 )
                 weight = config.semi_supervised if step >= total // 5 else 0.0
                 losses.append(train_step(model, batch, setup, weight))
+                if average is not None:
+                    average.update(net)
                 step += 1
                 slices = batch.annotated_slices if batch.volumetric else len(batch.images)
                 seen += slices
@@ -361,6 +374,8 @@ def fit(
     record["steps_done"] = int(record.get("steps_done", 0)) + step
     record["seconds"] = float(record.get("seconds", 0.0)) + time.perf_counter() - run_start
     record["state"] = state.value
+    if run.best_state is None and average is not None:
+        net.load_state_dict(average.state)
     if run.best_state is not None:
         net.load_state_dict(run.best_state)
         record["best"] = {"step": run.best_step, "val_dice_mean": run.best_score}

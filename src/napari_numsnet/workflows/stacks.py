@@ -59,9 +59,10 @@ def as_stack_list(stacks: AnnotatedStack | Sequence[AnnotatedStack]) -> list[Ann
 def default_preprocess(
     image: np.ndarray, base: PreprocessConfig | None = None
 ) -> PreprocessConfig:
-    """The preprocessing for ``image``: a CT window when it is in HU, min-max scaling."""
+    """The preprocessing for ``image``: a CT window when it is in HU (unless ``base`` sets
+    a window or clipping percentiles), min-max scaling."""
     base = base or PreprocessConfig()
-    if base.window is None and looks_like_hounsfield(image):
+    if base.window is None and base.clip_percentiles is None and looks_like_hounsfield(image):
         return base.replace(window=CT_WINDOW)
     return base
 
