@@ -205,6 +205,9 @@ def run_one(
         "intensity_augment",
         "mirror",
         "weight_average",
+        "learning_rate",
+        "optimizer",
+        "weight_decay",
     ):
         if getattr(args, key) is not None:
             training = training.replace(**{key: getattr(args, key)})
@@ -410,6 +413,9 @@ def main(argv: list[str] | None = None) -> int:
         "--curve-seconds", type=float, default=0, help="score the eval stacks this often"
     )
     parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--learning-rate", type=float, default=None, help="peak learning rate")
+    parser.add_argument("--optimizer", choices=("adam", "adamw"), default=None)
+    parser.add_argument("--weight-decay", type=float, default=None, help="AdamW's decay")
     parser.add_argument(
         "--weight-average",
         type=float,
