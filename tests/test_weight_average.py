@@ -105,10 +105,11 @@ def test_validation_scores_the_average_and_keeps_it_as_the_best(
     monkeypatch.setattr(trainer_module, "evaluate_stacks", evaluate)
     stack = square_stack(4)
     last: list[dict[str, torch.Tensor]] = []
+    best: list[dict[str, torch.Tensor]] = []
 
     def on_checkpoint(result, which):
-        if which == "last":
-            last.append({k: v.detach().clone() for k, v in result.model.state_dict().items()})
+        state = {k: v.detach().clone() for k, v in result.model.state_dict().items()}
+        (last if which == "last" else best).append(state)
 
     config = recipe(steps=6, val_every=2, weight_average=0.8, checkpoint_seconds=0)
     result = fit(
@@ -125,6 +126,9 @@ def test_validation_scores_the_average_and_keeps_it_as_the_best(
     # holds the trained weights, to continue from
     assert not all(torch.equal(validated[1][k], after[3][k]) for k in floating)
     assert all(torch.equal(last[1][k], after[3][k]) for k in floating)
+    # the best (averaged) weights reach the "best" checkpoint as without averaging
+    assert len(best) == 2
+    assert all(torch.equal(best[-1][k], validated[1][k]) for k in final)
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

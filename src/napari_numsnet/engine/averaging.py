@@ -55,10 +55,6 @@ class WeightAverage:
             else:
                 kept.copy_(value)
 
-    def cpu_state(self) -> dict[str, torch.Tensor]:
-        """A copy of the averaged state on the CPU (to keep as the best weights)."""
-        return {k: v.detach().cpu().clone() for k, v in self.state.items()}
-
     @contextlib.contextmanager
     def swapped_in(self, net: nn.Module) -> Iterator[None]:
         """Give ``net`` the averaged weights inside the block, its own ones after it."""

@@ -276,10 +276,9 @@ def fit(
         improved = math.isfinite(score) and score > run.best_score
         if improved:
             run.best_score, run.best_step, run.stale = score, step, 0
-            if config.keep_best and average is not None:
-                run.best_state = average.cpu_state()
-            elif config.keep_best:
-                run.best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+            if config.keep_best:  # the weights validated: the average where there is one
+                validated = average.state if average is not None else net.state_dict()
+                run.best_state = {k: v.detach().cpu().clone() for k, v in validated.items()}
                 run.best_unsaved = True
         elif math.isfinite(score):
             run.stale += 1
