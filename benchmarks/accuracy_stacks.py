@@ -128,7 +128,9 @@ def evaluate_pool(
     ``prune_level`` k predicts with UNet# in its fast mode, pruned to head X(0,k).
     ``largest_component`` also scores the same predictions with every class reduced to
     its largest 3D connected component (``dice_largest_component``,
-    ``dice_per_volume_largest_component``). ``mirror`` predicts with test-time flips.
+    ``dice_per_volume_largest_component``) and with the classes the checkpoint's
+    validation slices chose (``dice_chosen_component``, ``dice_per_volume_chosen_component``,
+    as ``numsnet predict`` does by default). ``mirror`` predicts with test-time flips.
     """
     from napari_numsnet.config import PredictConfig
     from napari_numsnet.engine.predict import predict_volume
@@ -136,40 +138,37 @@ def evaluate_pool(
     model = checkpoint.build_model()
     if prune_level is not None:
         model.set_inference_head(prune_level)
-    metrics = SegmentationMetrics(classes.num_values, classes.names)
+    variants = {"": None}
+    if largest_component:
+        variants["_largest_component"] = tuple(range(1, classes.num_values))
+        variants["_chosen_component"] = checkpoint.largest_component
+    pooled = {key: SegmentationMetrics(classes.num_values, classes.names) for key in variants}
+    per_stack: dict[str, list[dict[str, dict[str, float]]]] = {key: [] for key in variants}
     seconds, n = 0.0, 0
-    per_stack: list[dict[str, dict[str, float]]] = []
-    cleaned = SegmentationMetrics(classes.num_values, classes.names)
-    cleaned_per_stack: list[dict[str, dict[str, float]]] = []
     for stack in stacks:
         start = time.perf_counter()
         pred = predict_volume(
             model,
             stack.image,
             checkpoint.preprocess,
-            PredictConfig(device=device, mirror=mirror),
+            PredictConfig(device=device, mirror=mirror, largest_component=()),
             return_probabilities=False,
         )
         seconds += time.perf_counter() - start
-        metrics.update(pred.labels, stack.labels)
-        one = SegmentationMetrics(classes.num_values, classes.names)
-        one.update(pred.labels, stack.labels)
-        per_stack.append(one.summary())
         n += len(stack.image)
-        if largest_component:
-            kept = keep_largest_component(pred.labels, range(1, classes.num_values))
-            cleaned.update(kept, stack.labels)
+        for key, values in variants.items():
+            labels = pred.labels if not values else keep_largest_component(pred.labels, values)
+            pooled[key].update(labels, stack.labels)
             one = SegmentationMetrics(classes.num_values, classes.names)
-            one.update(kept, stack.labels)
-            cleaned_per_stack.append(one.summary())
-    summary = metrics.summary()
-    for name, dice in per_volume_dice(per_stack, list(classes.names)).items():
-        summary[name]["dice_per_volume"] = dice
-    if largest_component:  # the same predictions, each class's largest 3D component
-        for name, values in cleaned.summary().items():
-            summary[name]["dice_largest_component"] = values["dice"]
-        for name, dice in per_volume_dice(cleaned_per_stack, list(classes.names)).items():
-            summary[name]["dice_per_volume_largest_component"] = dice
+            one.update(labels, stack.labels)
+            per_stack[key].append(one.summary())
+    summary = pooled[""].summary()
+    for key in variants:
+        if key:  # the same predictions, post-processed
+            for name, values in pooled[key].summary().items():
+                summary[name][f"dice{key}"] = values["dice"]
+        for name, dice in per_volume_dice(per_stack[key], list(classes.names)).items():
+            summary[name][f"dice_per_volume{key}"] = dice
     return summary, seconds, n
 
 
@@ -202,6 +201,8 @@ def run_one(
         "loss",
         "schedule",
         "semi_supervised",
+        "strong_view",
+        "confidence",
         "intensity_augment",
         "mirror",
         "weight_average",
@@ -295,6 +296,7 @@ def run_one(
         "strategy": args.strategy,
         "recipe": training.to_dict(),
         "best": checkpoint.record.get("best"),
+        "chosen_component": checkpoint.record.get("largest_component"),
         "curve": curve,
         "batch_size": checkpoint.record.get("batch_size", training.batch_size),
         "train_stacks": len(pool),
@@ -386,6 +388,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loss", default=None, help="override the preset's loss")
     parser.add_argument("--schedule", default=None, help="override the preset's schedule")
     parser.add_argument("--semi-supervised", type=float, default=None, help="FixMatch weight")
+    parser.add_argument(
+        "--strong-view",
+        choices=("intensity", "unimatch"),
+        default=None,
+        help="the semi-supervised term's strong view (UniMatch's adds CutMix)",
+    )
+    parser.add_argument(
+        "--confidence", type=float, default=None, help="pseudo-label confidence threshold"
+    )
     parser.add_argument(
         "--mirror",
         action="store_const",
@@ -479,6 +490,14 @@ def main(argv: list[str] | None = None) -> int:
                     print(
                         f"  largest component per class: {pooled:.3f} pooled,"
                         f" {per_volume:.3f} per volume",
+                        flush=True,
+                    )
+                    pooled = mean_dice(record["scores"], "dice_chosen_component")
+                    per_volume = mean_dice(record["scores"], "dice_per_volume_chosen_component")
+                    chosen = (record["chosen_component"] or {}).get("classes", [])
+                    print(
+                        f"  largest component of the validated choice {chosen}: {pooled:.3f}"
+                        f" pooled, {per_volume:.3f} per volume",
                         flush=True,
                     )
                 if args.tta:

@@ -75,7 +75,7 @@ def test_accuracy_stacks_trains_on_the_planned_slices(tmp_path):
     acc = _module("accuracy_stacks")
     args = ["--data-root", str(DATA), "--out", str(tmp_path), "--models", "unet",
             "--seeds", "0", "--regimes", "few,all", "--patients", "1", "--eval-stacks", "1",
-            "--epochs", "1", "--size", "32"]  # fmt: skip
+            "--epochs", "1", "--size", "32", "--largest-component"]  # fmt: skip
     assert acc.main(args) == 0
     records = _lines(tmp_path / "accuracy_acdc.jsonl")
     assert [r["regime"] for r in records] == ["few", "all"]
@@ -89,6 +89,9 @@ def test_accuracy_stacks_trains_on_the_planned_slices(tmp_path):
     for r in records:
         for name in acc.ACDC_CLASSES[1:]:
             assert 0.0 <= r["scores"][name]["dice"] <= 1.0
+            for key in ("largest_component", "chosen_component"):  # the same predictions
+                assert 0.0 <= r["scores"][name][f"dice_per_volume_{key}"] <= 1.0
+    assert set(records[0]["chosen_component"]) == {"classes", "dice_without", "dice_with"}
     summary = acc.summarize(records, list(acc.ACDC_CLASSES))
     assert "| UNet | 10% slices |" in summary and "| UNet | all slices |" in summary
 

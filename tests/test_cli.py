@@ -95,6 +95,7 @@ def test_train_predict_evaluate_round_trip(nifti_pair, tmp_path, capsys):
     assert "preset fast: 1 epochs, batch 2" in out  # one rule: fast on a CPU, as the demo
     assert f"checkpoint: {ckpt} (1 epochs" in out
     assert "validation Dice:" in out
+    assert "largest component only, by default when predicting: " in out
     checkpoint = load_checkpoint(ckpt)
     assert checkpoint.model_config.widths == (4, 8, 8, 8, 8)
     assert checkpoint.model_config.num_classes == 6
@@ -105,7 +106,7 @@ def test_train_predict_evaluate_round_trip(nifti_pair, tmp_path, capsys):
     prediction = tmp_path / "ct_pred.nii.gz"
     status, out, err = run(
         capsys, "predict", "--checkpoint", ckpt, "--input", image_path, "--output", prediction,
-        "--device", "cpu", "--batch-size", "3",
+        "--device", "cpu", "--batch-size", "3", "--largest-component", "none",
     )  # fmt: skip
     assert status == 0, err
     assert f"{image_path} -> {prediction}" in out
@@ -133,6 +134,17 @@ def test_train_predict_evaluate_round_trip(nifti_pair, tmp_path, capsys):
         tmp_path / "never.nii.gz", "--largest-component", "9",
     )  # fmt: skip
     assert status == 2 and "--largest-component 9: not a class of this model" in err
+
+    # without the option: the classes the validation slice chose in training
+    chosen = checkpoint.record["largest_component"]["classes"]
+    default = tmp_path / "ct_pred_default.nii.gz"
+    status, out, err = run(
+        capsys, "predict", "--checkpoint", ckpt, "--input", image_path, "--output", default,
+        "--device", "cpu",
+    )  # fmt: skip
+    assert status == 0, err
+    by_default = np.asarray(nib.load(default).dataobj)
+    assert np.array_equal(by_default, keep_largest_component(labels, chosen))
     assert not (tmp_path / "never.nii.gz").exists()
 
     status, out, err = run(

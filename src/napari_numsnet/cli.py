@@ -290,7 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--largest-component",
         type=_parse_values,
-        help="label values (e.g. '1,3') each reduced to its largest 3D connected component",
+        help="label values (e.g. '1,3') each reduced to its largest 3D connected component, "
+        "or 'none' (default: the classes for which that raised the validation Dice "
+        "when the model was trained)",
     )
     p.add_argument("--probabilities", action="store_true", help="also write probabilities")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")

@@ -17,6 +17,7 @@ Direction = Literal["forward", "backward", "both"]
 LossName = Literal["bdl", "dice", "ce", "dice_ce"]
 ScheduleName = Literal["constant", "cosine", "poly"]
 OptimizerName = Literal["adam", "adamw"]
+StrongViewName = Literal["intensity", "unimatch"]
 
 T = TypeVar("T")
 
@@ -197,6 +198,10 @@ class TrainConfig(_Record):
         the steps, once the model's own labels mean something.
     confidence
         Probability a pixel's pseudo-label needs to enter that term.
+    strong_view
+        The perturbation the term teaches invariance to: ``intensity`` (nnU-Net's
+        intensity changes) or ``unimatch`` (UniMatch's colour jitter, blur and CutMix
+        between unannotated slices, pseudo-labels mixed with the images).
     weight_average
         Decay of an exponential moving average of the weights (0: off; 0.998 spans about
         500 steps). When on, validation scores the averaged weights, and they are the
@@ -238,6 +243,7 @@ class TrainConfig(_Record):
     mirror: bool = False
     semi_supervised: float = 0.0
     confidence: float = 0.9
+    strong_view: StrongViewName = "intensity"
     weight_average: float = 0.0
     keep_best: bool = True
     val_every: int = 0
@@ -280,6 +286,8 @@ class PredictConfig(_Record):
     largest_component
         Label values reduced to their largest 3D connected component after prediction
         (nnU-Net's post-processing, for classes that are one organ); empty: none.
+        ``None``: the classes the checkpoint's validation slices chose when it was
+        trained (:attr:`Checkpoint.largest_component`), none for a bare model.
     mirror
         Test-time flips: average the probabilities of the slice as it is and flipped
         left-right, up-down and both (4 passes; slice and sequence models). For a model
@@ -290,7 +298,7 @@ class PredictConfig(_Record):
     batch_size: int = 8
     threshold: float = 0.5
     device: str = "auto"
-    largest_component: tuple[int, ...] = ()
+    largest_component: tuple[int, ...] | None = None
     mirror: bool = False
 
 

@@ -1,4 +1,5 @@
-"""The Predict tab's "Largest piece only" list: one tick box per class, applied on predict."""
+"""The Predict tab's "Largest piece only" list: one tick box per class, ticked to start
+with where the model's validation slices chose it, applied on predict."""
 
 from __future__ import annotations
 
@@ -52,7 +53,13 @@ def test_ticked_classes_keep_only_their_largest_piece(panel, qtbot, tiny_model, 
 
     names = [tab.largest.item(row).text() for row in range(tab.largest.count())]
     assert names == widget.training.checkpoint.class_names[1:]  # the foreground classes
-    assert tab.largest.isEnabled() and tab.largest_values() == ()
+    assert tab.largest.isEnabled()
+    # a new model comes with its own choice ticked: the classes for which it raised
+    # the Dice of the validation slices when it was trained
+    assert tab.largest_values() == widget.training.checkpoint.largest_component
+    for row in range(tab.largest.count()):  # untick them all to see the raw prediction
+        tab.largest.item(row).setCheckState(tab.largest.item(row).checkState().Unchecked)
+    assert tab.largest_values() == ()
     raw = predict(widget, qtbot)
 
     # Tick the class the briefly trained model splits into the most pieces.

@@ -148,12 +148,14 @@ def _parse_slices(text: str | None) -> list[int] | None:
 
 
 def _parse_values(text: str) -> tuple[int, ...]:
-    """``'1,3'`` -> ``(1, 3)``: label values."""
+    """``'1,3'`` -> ``(1, 3)``: label values; ``'none'`` -> ``()``."""
+    if text.strip().lower() == "none":
+        return ()
     try:
         return tuple(int(part) for part in text.split(",") if part.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not a comma-separated list of label values, e.g. '1,3'"
+            f"{text!r} is not a comma-separated list of label values, e.g. '1,3', or 'none'"
         ) from None
 
 

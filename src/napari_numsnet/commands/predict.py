@@ -28,7 +28,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         direction=args.direction,
         batch_size=args.batch_size,
         device=args.device,
-        largest_component=tuple(args.largest_component or ()),
+        largest_component=args.largest_component,
     )
     output = Path(args.output)
     files = pipeline.stack_files(inputs)

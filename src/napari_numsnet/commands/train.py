@@ -138,6 +138,13 @@ def _train(args: argparse.Namespace, context) -> int:
         if last.get("val_dice"):
             dice = ", ".join(f"{k} {v:.3f}" for k, v in last["val_dice"].items())
             print(f"validation Dice: {dice}")
+        if "largest_component" in checkpoint.record:
+            chosen = [checkpoint.class_names[v] for v in checkpoint.largest_component]
+            print(
+                "largest component only, by default when predicting: "
+                + (", ".join(chosen) if chosen else "no class")
+                + " (chosen on the validation slices)"
+            )
     distributed.barrier()
     return 0
 

@@ -167,7 +167,7 @@ def _applies(n: int, generator: torch.Generator, probability: float) -> torch.Te
     return torch.rand(n, generator=generator, device=generator.device) < probability
 
 
-def _gaussian_blur(images: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """Separable Gaussian blur of ``(B, C, H, W)`` with one ``sigma`` (pixels) per slice."""
     radius = 3
     offsets = torch.arange(-radius, radius + 1, device=images.device, dtype=images.dtype)
@@ -231,6 +231,86 @@ def random_intensity(
         x = x + noise.to(x.device, x.dtype) * per_slice(sigma) * x.std(axes, keepdim=True)
     blur = torch.where(_applies(n, generator, 0.2), _draw(n, generator, 0.5, 1.0), 0.0)
     if bool((blur > 0).any()):
-        blurred = _gaussian_blur(x, per_slice(blur.clamp_min(0.1)).flatten())
+        blurred = gaussian_blur(x, per_slice(blur.clamp_min(0.1)).flatten())
         x = torch.where(per_slice(blur) > 0, blurred, x)
     return x
+
+
+def colour_jitter(
+    images: torch.Tensor,
+    generator: torch.Generator,
+    probability: float = 0.8,
+    strength: float = 0.5,
+) -> torch.Tensor:
+    """Torchvision's brightness and contrast jitter on grey slices, as UniMatch draws it.
+
+    Parameters
+    ----------
+    images
+        ``(B, C, H, W)`` float normalised slices.
+    generator
+        Source of randomness.
+    probability
+        Chance that a slice is jittered at all.
+    strength
+        Brightness and contrast factors are drawn from ``[1 - strength, 1 + strength]``;
+        contrast scales about the slice mean.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(B, C, H, W)``, same dtype and device.
+    """
+    n = images.shape[0]
+    on = _applies(n, generator, probability)
+    low, high = 1.0 - strength, 1.0 + strength
+    brightness = torch.where(on, _draw(n, generator, low, high), 1.0)
+    contrast = torch.where(on, _draw(n, generator, low, high), 1.0)
+    shape = (n, 1, 1, 1)
+    x = images * brightness.to(images.device, images.dtype).view(shape)
+    mean = x.mean((1, 2, 3), keepdim=True)
+    return mean + (x - mean) * contrast.to(images.device, images.dtype).view(shape)
+
+
+def cutmix_boxes(
+    n: int,
+    height: int,
+    width: int,
+    generator: torch.Generator,
+    probability: float = 0.5,
+    area: tuple[float, float] = (0.02, 0.4),
+    aspect: tuple[float, float] = (0.3, 1 / 0.3),
+) -> torch.Tensor:
+    """Random boxes for CutMix, one per slice, as UniMatch draws them.
+
+    Parameters
+    ----------
+    n, height, width
+        Number of masks and their size in pixels.
+    generator
+        Source of randomness; masks are made on its device.
+    probability
+        Chance that a slice gets a box; the others get an empty mask.
+    area
+        Range of the box's area, fraction of the slice.
+    aspect
+        Range of the box's height over width.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(n, height, width)`` bool: ``True`` inside the box.
+    """
+    device = generator.device
+    on = _applies(n, generator, probability)
+    size = _draw(n, generator, *area) * height * width
+    ratio = _draw(n, generator, *aspect)
+    box_h = (size * ratio).sqrt().clamp(1, height).floor()
+    box_w = (size / ratio).sqrt().clamp(1, width).floor()
+    top = (_draw(n, generator, 0.0, 1.0) * (height - box_h + 1)).floor()
+    left = (_draw(n, generator, 0.0, 1.0) * (width - box_w + 1)).floor()
+    rows = torch.arange(height, device=device).view(1, height, 1)
+    cols = torch.arange(width, device=device).view(1, 1, width)
+    inside_rows = (rows >= top.view(n, 1, 1)) & (rows < (top + box_h).view(n, 1, 1))
+    inside_cols = (cols >= left.view(n, 1, 1)) & (cols < (left + box_w).view(n, 1, 1))
+    return inside_rows & inside_cols & on.view(n, 1, 1)

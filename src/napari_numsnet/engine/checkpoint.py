@@ -65,6 +65,17 @@ class Checkpoint:
     def epochs_done(self) -> int:
         return int(self.record.get("epochs_done", 0))
 
+    @property
+    def largest_component(self) -> tuple[int, ...]:
+        """Label values reduced to their largest 3D component unless told otherwise.
+
+        The classes for which that raised the Dice of the validation slices when the
+        model was trained (``record["largest_component"]``); empty when it was trained
+        without validation slices.
+        """
+        choice = self.record.get("largest_component") or {}
+        return tuple(int(v) for v in choice.get("classes", ()))
+
     def build_model(self) -> nn.Module:
         """The model with these weights, on the CPU, in eval mode.
 

@@ -5,6 +5,12 @@ unannotated slice (the paper's affine only), keeps the pixels it is confident ab
 learns to give the same labels to a strongly augmented view of the same geometry (the
 affine plus nnU-Net's intensity changes). No label of an unannotated slice is ever read:
 the targets are the model's own predictions.
+
+Two strong views: ``intensity``, nnU-Net's intensity changes (what FixMatch was first
+measured with), and ``unimatch``, the strong view of UniMatch (Yang et al., 2023) for
+medical slices: colour jitter (brightness and contrast x0.5-1.5, p 0.8), a Gaussian blur
+(p 0.5) and CutMix, a box of another unannotated slice pasted in (p 0.5), its weak-view
+pseudo-labels pasted with it.
 """
 
 from __future__ import annotations
@@ -13,7 +19,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from napari_numsnet.data.augment import random_affine, random_intensity
+from napari_numsnet.config import StrongViewName
+from napari_numsnet.data.augment import (
+    colour_jitter,
+    cutmix_boxes,
+    gaussian_blur,
+    random_affine,
+    random_intensity,
+)
 
 
 def consistency_loss(
@@ -21,6 +34,7 @@ def consistency_loss(
     unlabelled: torch.Tensor,
     generator: torch.Generator,
     confidence: float = 0.9,
+    strong_view: StrongViewName = "intensity",
 ) -> tuple[torch.Tensor, float]:
     """FixMatch's unsupervised loss on a batch of unannotated slices.
 
@@ -36,6 +50,9 @@ def consistency_loss(
         Source of the augmentations.
     confidence
         Pixels whose top probability on the weak view is below this are left out.
+    strong_view
+        ``intensity`` (nnU-Net's intensity changes) or ``unimatch`` (colour jitter, blur
+        and CutMix between the unannotated slices of the batch).
 
     Returns
     -------
@@ -51,9 +68,51 @@ def consistency_loss(
         top, pseudo = probabilities.max(dim=1)
         keep = top >= confidence
     strong = random_intensity(weak, generator)
+    if strong_view == "unimatch":
+        strong, pseudo, keep = unimatch_view(strong, pseudo, keep, generator)
     logits = model(strong, None).logits.float()
     values = F.cross_entropy(logits, pseudo, reduction="none")
     share = float(keep.float().mean())
     if not bool(keep.any()):
         return logits.sum() * 0.0, share
     return values[keep].mean(), share
+
+
+def unimatch_view(
+    images: torch.Tensor,
+    pseudo: torch.Tensor,
+    keep: torch.Tensor,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """UniMatch's strong perturbation of a batch of slices and their pseudo-labels.
+
+    Parameters
+    ----------
+    images
+        ``(U, C, H, W)`` float normalised slices.
+    pseudo, keep
+        ``(U, H, W)`` long pseudo-labels and bool confidence mask of the same slices.
+    generator
+        Source of the perturbations.
+
+    Returns
+    -------
+    tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+        The perturbed slices, and the pseudo-labels and mask that go with them: where a
+        box of slice ``(i + 1) mod U`` is pasted into slice ``i``, its labels are too.
+    """
+    n = images.shape[0]
+    images = colour_jitter(images, generator, probability=0.8, strength=0.5)
+    sigma = torch.rand(n, generator=generator, device=generator.device) * 0.9 + 0.1
+    blur = torch.rand(n, generator=generator, device=generator.device) < 0.5
+    blur = blur.to(images.device).view(n, 1, 1, 1)
+    images = torch.where(blur, gaussian_blur(images, sigma.to(images.device)), images)
+    if n < 2:
+        return images, pseudo, keep
+    boxes = cutmix_boxes(n, images.shape[2], images.shape[3], generator, probability=0.5)
+    boxes = boxes.to(images.device)
+    other = torch.roll(torch.arange(n, device=images.device), -1)
+    images = torch.where(boxes[:, None], images[other], images)
+    pseudo = torch.where(boxes, pseudo[other], pseudo)
+    keep = torch.where(boxes, keep[other], keep)
+    return images, pseudo, keep

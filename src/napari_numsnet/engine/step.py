@@ -59,7 +59,9 @@ def train_step(
         loss = supervised_loss(setup.loss_fn, out, labels, setup.exclusive, mask)
         if unsupervised_weight > 0 and batch.unlabelled is not None:
             unlabelled = batch.unlabelled.to(device, non_blocking=True)
-            term, _ = consistency_loss(model, unlabelled, generator, config.confidence)
+            term, _ = consistency_loss(
+                model, unlabelled, generator, config.confidence, config.strong_view
+            )
             loss = loss + unsupervised_weight * term
     value = float(loss.detach())
     if not math.isfinite(value):

@@ -122,6 +122,10 @@ def _source_for(
                 + ".",
                 "Set semi_supervised to 0 for this model.",
             )
+        if config.strong_view not in ("intensity", "unimatch"):
+            raise NumsnetError(
+                f"Unknown strong view {config.strong_view!r}.", "Choose intensity or unimatch."
+            )
         unlabelled = config.batch_size
     if config.run_length < 0:
         raise NumsnetError(

@@ -1,4 +1,5 @@
-"""Validation during training: Dice per class of the held-out annotated slices."""
+"""Validation: Dice per class of the held-out annotated slices, during training, and the
+post-processing those slices choose after it."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from napari_numsnet.config import PredictConfig
 from napari_numsnet.data.dataset import StackSample, TrainingStack
 from napari_numsnet.engine import distributed
 from napari_numsnet.engine.metrics import SegmentationMetrics, num_label_values
+from napari_numsnet.engine.postprocess import ComponentChoice, choose_largest_component
 from napari_numsnet.engine.predict import predict_stack, probabilities_to_labels
 from napari_numsnet.errors import NumsnetError
 from napari_numsnet.models.base import ModelKind
@@ -76,3 +78,24 @@ def evaluate_stacks(
         for name, values in metrics.summary().items()
         if not np.isnan(values["dice"])
     }
+
+
+def choose_postprocessing(
+    model: nn.Module, stacks: Sequence[StackSample], device: torch.device
+) -> ComponentChoice:
+    """The classes whose largest 3D component alone is to be kept, chosen on ``stacks``.
+
+    Each validation stack is predicted whole, in order, as at inference (at the model's
+    input size), and each class is tried with and without its smaller components on
+    the stack's held-out slices
+    (:func:`~napari_numsnet.engine.postprocess.choose_largest_component`).
+    """
+    cfg = model.config
+    predicted, reference, scored = [], [], []
+    for stack in stacks:
+        prob = predict_stack(model, stack.images, PredictConfig(batch_size=8), device=device)
+        predicted.append(probabilities_to_labels(prob, cfg.exclusive))
+        reference.append(stack.labels)
+        scored.append(np.asarray(stack.annotated, dtype=bool))
+    values = num_label_values(cfg.num_classes, cfg.exclusive)
+    return choose_largest_component(predicted, reference, scored, values)

@@ -66,6 +66,11 @@ class Cascade:
     def epochs_done(self) -> int:
         return self.inner.epochs_done
 
+    @property
+    def largest_component(self) -> tuple[int, ...]:
+        """Stage 2's validated choice of classes reduced to their largest component."""
+        return self.inner.largest_component
+
     def describe(self) -> str:
         """``cascade raiunet -> raiunet``: the two stages' models."""
         return f"cascade {self.region.model_config.name} -> {self.inner.model_config.name}"

@@ -57,10 +57,17 @@ def predict(
         model,
         image,
         checkpoint.preprocess,
-        config,
+        with_postprocessing(config, checkpoint),
         slice_range,
         return_probabilities=probabilities,
     )
+
+
+def with_postprocessing(config: PredictConfig, checkpoint: Checkpoint) -> PredictConfig:
+    """``config`` with the checkpoint's own choice of largest components where it has none."""
+    if config.largest_component is not None:
+        return config
+    return config.replace(largest_component=checkpoint.largest_component)
 
 
 def evaluate(

@@ -15,9 +15,11 @@ from napari_numsnet.config import ModelConfig, PreprocessConfig, TrainConfig
 from napari_numsnet.data.slices import annotated_slices
 from napari_numsnet.engine import distributed
 from napari_numsnet.engine.checkpoint import Checkpoint, check_compatible, transfer_model
-from napari_numsnet.engine.device import seed_everything
+from napari_numsnet.engine.device import seed_everything, select_device
 from napari_numsnet.engine.events import ProgressCallback
+from napari_numsnet.engine.postprocess import ComponentChoice
 from napari_numsnet.engine.trainer import CheckpointCallback, fit
+from napari_numsnet.engine.validation import choose_postprocessing
 from napari_numsnet.errors import NumsnetError
 from napari_numsnet.io.classes import ClassTable
 from napari_numsnet.models import create_model
@@ -125,6 +127,12 @@ def train(
     result.record["annotated"] = {
         s.name: [int(i) for i in t.slice_index] for s, t in zip(stacks, train_data, strict=True)
     }
+    if val_data and not distributed.active():  # under torchrun each process holds a shard
+        result.record["largest_component"] = _component_record(
+            choose_postprocessing(result.model, val_data, select_device(training.device)),
+            classes.names,
+        )
+        result.model.cpu()
     return Checkpoint.from_model(
         result.model,
         preprocess=preprocess,
@@ -133,3 +141,12 @@ def train(
         optimizer_state=result.optimizer_state,
         record=result.record,
     )
+
+
+def _component_record(choice: ComponentChoice, names: Sequence[str]) -> dict:
+    """The post-processing choice as the training record keeps it (plain JSON values)."""
+    return {
+        "classes": list(choice.classes),
+        "dice_without": {names[v]: round(d, 4) for v, d in choice.dice_without.items()},
+        "dice_with": {names[v]: round(d, 4) for v, d in choice.dice_with.items()},
+    }
