@@ -7,7 +7,9 @@ evaluation stack at native resolution. ``--regime all`` trains on every slice of
 instead (the upper bound). Dice, IoU, precision and recall per class are pooled over all
 evaluation voxels; Dice is also given as the mean over volumes (the SSL4MIS convention).
 ``--curve-seconds`` scores the evaluation stacks during training (a learning curve against
-steps and wall time; the scoring time is not counted as training time).
+steps and wall time; the scoring time is not counted as training time); ``--curve-steps``
+scores them at the first validation past every N steps and after the last step, so that
+the curve's last point is the last weights (the run itself returns the best validated).
 
 Any folder with ``imagesX/`` and ``labelsX/`` (same file names) works::
 
@@ -204,6 +206,9 @@ def run_one(
         "strong_view",
         "confidence",
         "intensity_augment",
+        "rotation",
+        "zoom",
+        "cpu_bf16",
         "mirror",
         "weight_average",
         "learning_rate",
@@ -220,10 +225,18 @@ def run_one(
     curve: list[dict[str, Any]] = []
     scoring = [0.0]
 
+    next_point = [args.curve_steps]
+
     def score_now(result, which: str) -> None:
         """Learning curve: score the evaluation stacks with the current weights."""
         if which != "last":
             return
+        if args.curve_steps:
+            done = int(result.record["steps_done"])
+            if done < min(next_point[0], result.record["budget"]["steps"]):
+                return
+            while next_point[0] <= done:
+                next_point[0] += args.curve_steps
         started = time.perf_counter()
         from napari_numsnet.engine.checkpoint import Checkpoint
 
@@ -251,6 +264,8 @@ def run_one(
 
     if args.curve_seconds:
         training = training.replace(checkpoint_seconds=args.curve_seconds)
+    if args.curve_steps:
+        training = training.replace(checkpoint_seconds=0.0)
     start = time.perf_counter()
     checkpoint = pipeline.train(
         annotated,
@@ -258,7 +273,7 @@ def run_one(
         training,
         preprocess,
         classes,
-        on_checkpoint=score_now if args.curve_seconds else None,
+        on_checkpoint=score_now if args.curve_seconds or args.curve_steps else None,
     )
     train_seconds = time.perf_counter() - start - scoring[0]
     scores, predict_seconds, n_eval = evaluate_pool(
@@ -408,6 +423,22 @@ def main(argv: list[str] | None = None) -> int:
         "--tta", action="store_true", help="also score the same weights with test-time flips"
     )
     parser.add_argument(
+        "--cpu-bf16",
+        action="store_const",
+        const=True,
+        default=None,
+        help="train under bfloat16 autocast where the CPU computes it natively",
+    )
+    parser.add_argument(
+        "--rotation", type=float, default=None, help="the affine's rotation half-range, radians"
+    )
+    parser.add_argument(
+        "--zoom",
+        type=lambda text: tuple(float(v) for v in text.split(",")),
+        default=None,
+        help="the affine's scale range LOW,HIGH (below 1 magnifies)",
+    )
+    parser.add_argument(
         "--intensity-augment",
         action="store_const",
         const=True,
@@ -422,6 +453,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--curve-seconds", type=float, default=0, help="score the eval stacks this often"
+    )
+    parser.add_argument(
+        "--curve-steps",
+        type=int,
+        default=0,
+        help="score the eval stacks every N steps and after the last one (the last weights)",
     )
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--learning-rate", type=float, default=None, help="peak learning rate")

@@ -75,9 +75,12 @@ def test_accuracy_stacks_trains_on_the_planned_slices(tmp_path):
     acc = _module("accuracy_stacks")
     args = ["--data-root", str(DATA), "--out", str(tmp_path), "--models", "unet",
             "--seeds", "0", "--regimes", "few,all", "--patients", "1", "--eval-stacks", "1",
-            "--epochs", "1", "--size", "32", "--largest-component"]  # fmt: skip
+            "--epochs", "1", "--size", "32", "--largest-component",
+            "--curve-steps", "1"]  # fmt: skip
     assert acc.main(args) == 0
     records = _lines(tmp_path / "accuracy_acdc.jsonl")
+    for r in records:  # the curve ends with the last weights, after the last step
+        assert r["curve"] and r["curve"][-1]["step"] == r["steps"]
     assert [r["regime"] for r in records] == ["few", "all"]
     pool = acc.load_pool(acc.stack_pairs(DATA / "acdc", "Tr"), 1)
     depths = [len(s.image) for s in pool]

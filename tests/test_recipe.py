@@ -205,6 +205,44 @@ def test_mirroring_takes_effect_in_training(tiny_config, square_stack):
     assert not all(torch.equal(plain[k], mirrored[k]) for k in plain)
 
 
+def test_the_affine_ranges_reach_every_training_step(tiny_config, square_stack, monkeypatch):
+    seen = []
+    original = step_module.random_affine
+
+    def spy(images, labels, generator, **kwargs):
+        seen.append((kwargs["rotation"], kwargs["zoom"]))
+        return original(images, labels, generator, **kwargs)
+
+    monkeypatch.setattr(step_module, "random_affine", spy)
+    config = recipe(steps=3, augment=True, rotation=0.5, zoom=(0.7, 1.4))
+    fit(model_of(tiny_config, "drsegunet"), [square_stack(6)], config)
+    assert seen == [(0.5, (0.7, 1.4))] * 3
+
+
+def test_wider_affine_ranges_change_the_run(tiny_config, square_stack):
+    stack = square_stack(6)
+
+    def trained(**changes):
+        config = recipe(steps=4, augment=True, **changes)
+        return fit(model_of(tiny_config, "drsegunet"), [stack], config).model.state_dict()
+
+    plain, paper, wide = (
+        trained(),
+        trained(rotation=0.2, zoom=(0.8, 1.0)),
+        trained(zoom=(0.7, 1.4)),
+    )
+    assert all(torch.equal(plain[k], paper[k]) for k in plain)  # the defaults are the paper's
+    assert not all(torch.equal(plain[k], wide[k]) for k in plain)
+
+
+@pytest.mark.parametrize(
+    "changes", [{"rotation": -0.1}, {"zoom": (1.2, 0.9)}, {"zoom": (0.0, 1.0)}]
+)
+def test_invalid_affine_ranges_are_refused_before_training(tiny_config, square_stack, changes):
+    with pytest.raises(NumsnetError, match="augmentation ranges"):
+        fit(model_of(tiny_config, "drsegunet"), [square_stack(6)], recipe(**changes))
+
+
 # --- batch sources -------------------------------------------------------------------
 
 

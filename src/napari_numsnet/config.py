@@ -185,6 +185,13 @@ class TrainConfig(_Record):
         (Dice + cross-entropy, as in nnU-Net).
     augment
         The paper's affine (rotation, shifts and shear 0.2, zoom 0.8-1) on every batch.
+    rotation
+        Half-width of the affine's uniform rotation range, radians (the paper's 0.2,
+        about 11.5 degrees; nnU-Net's 2D configurations rotate by up to pi).
+    zoom
+        ``(low, high)`` range of the affine's scale factor per axis, output to input:
+        below 1 magnifies, above 1 shrinks (the paper's ``(0.8, 1.0)`` only magnifies;
+        nnU-Net scales by 0.7-1.4).
     intensity_augment
         Brightness, contrast, gamma, Gaussian noise and blur on every batch, as in
         nnU-Net (only where ``augment`` is on).
@@ -218,6 +225,10 @@ class TrainConfig(_Record):
         At most this often, hand the current state to ``fit``'s ``on_checkpoint``.
     amp
         Mixed precision where the device supports it (CUDA only).
+    cpu_bf16
+        On a CPU with bfloat16 units (AMX or AVX-512 BF16), train under bfloat16
+        autocast; ignored on other CPUs, where it would be about 20 times slower, and on
+        GPUs (``amp``).
     device
         ``auto`` (CUDA, then MPS, then CPU) or a torch device string.
     seed
@@ -239,6 +250,8 @@ class TrainConfig(_Record):
     warmup_steps: int = 0
     loss: LossName = "bdl"
     augment: bool = True
+    rotation: float = 0.2
+    zoom: tuple[float, float] = (0.8, 1.0)
     intensity_augment: bool = False
     mirror: bool = False
     semi_supervised: float = 0.0
@@ -250,6 +263,7 @@ class TrainConfig(_Record):
     patience: int = 0
     checkpoint_seconds: float = 120.0
     amp: bool = True
+    cpu_bf16: bool = False
     device: str = "auto"
     seed: int = 0
     preset: str = "paper"

@@ -90,13 +90,28 @@ def describe_device(device: torch.device | str) -> str:
     return str(device)
 
 
-def amp_dtype(device: torch.device | str) -> torch.dtype | None:
+def cpu_computes_bf16() -> bool:
+    """``True`` where this CPU has bfloat16 arithmetic units (AMX tiles or AVX-512 BF16).
+
+    Elsewhere bfloat16 is emulated, and a training step under it is about 20 times slower
+    than in float32 (``benchmarks/README.md``, section 11).
+    """
+    try:
+        return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+    except AttributeError:  # a torch without these probes: assume none
+        return False
+
+
+def amp_dtype(device: torch.device | str, cpu_bf16: bool = False) -> torch.dtype | None:
     """Autocast dtype for mixed precision on ``device``, or ``None`` to train in float32.
 
-    bfloat16 on CUDA devices that support it, else float16 on CUDA; ``None`` on CPU and
-    MPS, where mixed precision brings little for these networks.
+    bfloat16 on CUDA devices that support it, else float16 on CUDA; on a CPU bfloat16 when
+    ``cpu_bf16`` is asked for and the CPU computes it natively (:func:`cpu_computes_bf16`);
+    ``None`` otherwise and on MPS.
     """
     device = torch.device(device)
+    if device.type == "cpu" and cpu_bf16 and cpu_computes_bf16():
+        return torch.bfloat16
     if device.type != "cuda":
         return None
     with torch.cuda.device(device):

@@ -48,7 +48,13 @@ def train_step(
     mask = None if batch.mask is None else batch.mask.to(device, non_blocking=True)
     if config.augment and not batch.volumetric:  # 3D sub-volumes are not augmented
         images, labels = random_affine(
-            images, labels, generator, same_for_batch=batch.ordered, mirror=config.mirror
+            images,
+            labels,
+            generator,
+            same_for_batch=batch.ordered,
+            rotation=config.rotation,
+            zoom=config.zoom,
+            mirror=config.mirror,
         )
         if config.intensity_augment:
             images = random_intensity(images, generator, same_for_batch=batch.ordered)

@@ -196,6 +196,11 @@ def fit(
             f"Nothing to train: steps={config.steps}, epochs={config.epochs}.",
             "Give a positive number of steps (or epochs).",
         )
+    if config.rotation < 0 or len(config.zoom) != 2 or not 0 < config.zoom[0] <= config.zoom[1]:
+        raise NumsnetError(
+            f"Invalid augmentation ranges: rotation={config.rotation}, zoom={config.zoom}.",
+            "Use a rotation of 0 or more (radians) and a zoom (low, high) with 0 < low <= high.",
+        )
     if not 0.0 <= config.weight_average < 1.0:
         raise NumsnetError(
             f"Weight averaging decay {config.weight_average} is not in [0, 1).",
@@ -214,7 +219,10 @@ def fit(
     optimizer = make_optimizer(model.parameters(), config)
     if optimizer_state:
         optimizer.load_state_dict(optimizer_state)
-    dtype = amp_dtype(device) if config.amp else None
+    if device.type == "cpu":
+        dtype = amp_dtype(device, cpu_bf16=True) if config.cpu_bf16 else None
+    else:
+        dtype = amp_dtype(device) if config.amp else None
     setup = StepSetup(
         get_loss(config.loss),
         optimizer,
@@ -230,6 +238,7 @@ def fit(
     record.setdefault("epochs", [])
     record.update(
         device=describe_device(device),
+        precision=str(dtype).removeprefix("torch.") if dtype else "float32",
         model=cfg.name,
         train_slices=annotated_count(train_stacks),
         val_slices=annotated_count(val_stacks),
