@@ -51,6 +51,22 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="2.5D input: neighbouring slices on each side (slice models; default: preset's)",
     )
+    parser.add_argument(
+        "--rotation", type=float, default=None, help="the affine's rotation half-range, radians"
+    )
+    parser.add_argument(
+        "--zoom",
+        type=lambda text: tuple(float(v) for v in text.split(",")),
+        default=None,
+        help="the affine's scale range LOW,HIGH (below 1 magnifies)",
+    )
+    parser.add_argument(
+        "--cpu-bf16",
+        action="store_const",
+        const=True,
+        default=None,
+        help="train under bfloat16 autocast where the CPU computes it natively",
+    )
     args = parser.parse_args(argv)
     common.set_threads(args.threads)
     preset = PRESETS[args.preset]
@@ -69,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
                 training = training.replace(batch_size=args.batch_size)
             if args.run_length is not None:
                 training = training.replace(run_length=args.run_length)
+            for key in ("rotation", "zoom", "cpu_bf16"):
+                if getattr(args, key) is not None:
+                    training = training.replace(**{key: getattr(args, key)})
             sampling = SamplingConfig(fraction=args.fraction, seed=seed)
             split = pipeline.plan_slices(len(image), sampling)
             training = training.replace(batch_size=min(training.batch_size, len(split.train)))
@@ -88,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
                 "batch_size": training.batch_size,
                 "run_length": training.run_length,
                 "context": model.context,
+                "recipe": training.to_dict(),
                 "steps": result.checkpoint.record.get("budget", {}).get("steps"),
                 "size": preprocess.size,
                 "widths": list(result.checkpoint.model_config.widths),

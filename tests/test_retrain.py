@@ -135,11 +135,17 @@ def test_loop_benchmark_runs_end_to_end(tmp_path) -> None:
 def test_the_budget_is_exact_whatever_the_preset_says(first_model) -> None:
     checkpoint, stack = first_model
     growing = TRAINING.replace(
-        steps=4000, steps_per_slice=150, min_steps=400, schedule="cosine", warmup_steps=20
+        steps=4000,
+        steps_per_slice=150,
+        min_steps=400,
+        schedule="cosine",
+        warmup_steps=20,
+        semi_supervised=1.0,
     )
     result = retrain(checkpoint, stack, budget_steps=3, training=growing)
     assert result.steps == 3
     assert result.checkpoint.train_config.schedule == "constant"
+    assert result.checkpoint.train_config.semi_supervised == 0.0  # a supervised fine-tune
 
 
 def test_a_retrain_fine_tunes_at_a_tenth_of_the_run_s_peak_and_does_not_compound(

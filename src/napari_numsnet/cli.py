@@ -26,6 +26,7 @@ from napari_numsnet.commands.common import (
     _parse_widths,
     _progress,
     _read_stack,
+    _recipe_note,
     _score_table,
     _with_budget,
 )
@@ -80,7 +81,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"model: {model_cfg.name}{_context_note(model_cfg.context)}, "
         f"widths {model_cfg.widths or 'paper'}, {n_params:,} parameters;"
         f" preset {preset.name}: {_budget(training, len(split.train))}, "
-        f"{_batch_note(model_cfg.name, training, len(split.train))}, {size}; "
+        f"{_batch_note(model_cfg.name, training, len(split.train))}, {size}"
+        f"{_recipe_note(model_cfg.name, training, args.device)}; "
         f"device: {describe_device(device)}"
     )
     start = time.perf_counter()

@@ -37,6 +37,25 @@ def _batch_note(model_name: str, training, annotated: int) -> str:
     return f"batch {min(training.batch_size, max(annotated, 1))}"
 
 
+def _recipe_note(model_name: str, training, device: str, exclusive: bool = True) -> str:
+    """What the recipe adds beyond the budget and batch, in words: the semi-supervised term
+    (``, semi-supervised (unimatch) on the unannotated slices``, or that this model trains
+    without it) and bfloat16 where this CPU computes it."""
+    from napari_numsnet.engine.device import amp_dtype, select_device
+    from napari_numsnet.models import get_spec
+    from napari_numsnet.models.base import ModelKind
+
+    notes = []
+    if training.semi_supervised > 0:
+        if get_spec(model_name).kind is ModelKind.SLICE and exclusive:
+            notes.append(f"semi-supervised ({training.strong_view}) on the unannotated slices")
+        else:
+            notes.append("no semi-supervised term for this model")
+    if training.cpu_bf16 and amp_dtype(select_device(device), cpu_bf16=True) is not None:
+        notes.append("bfloat16 on this CPU")
+    return "".join(f", {note}" for note in notes)
+
+
 def _context_note(context: int) -> str:
     """`` with 2.5D context of N slices`` for a model that takes it, else nothing."""
     if not context:

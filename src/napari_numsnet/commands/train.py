@@ -13,6 +13,7 @@ from napari_numsnet.commands.common import (
     _parse_slices,
     _progress,
     _read_stack,
+    _recipe_note,
     _with_budget,
 )
 from napari_numsnet.config import (
@@ -115,6 +116,7 @@ def _train(args: argparse.Namespace, context) -> int:
         print(
             f"model {built.name}{_context_note(built.context)}; preset {preset.name}: "
             f"{_budget(training, n)}, {_batch_note(built.name, training, n)}"
+            f"{_recipe_note(built.name, training, device, built.exclusive)}"
         )
     checkpoint = pipeline.train(
         stacks,

@@ -100,10 +100,13 @@ def _budget(base: TrainConfig, steps: int, learning_rate_factor: float) -> Train
     """``base`` for exactly ``steps`` steps at ``learning_rate_factor`` times its learning
     rate.
 
-    The budget does not grow with the annotation (``steps_per_slice`` off), and a
-    continuation is neither warmed up again nor decayed (constant schedule).
+    The budget does not grow with the annotation (``steps_per_slice`` off), a
+    continuation is neither warmed up again nor decayed (constant schedule), and it runs
+    without the semi-supervised term: a few dozen steps that should learn the corrected
+    slices, at the cost of a supervised step.
     """
     return base.replace(
+        semi_supervised=0.0,
         steps=steps,
         steps_per_slice=0,
         min_steps=0,

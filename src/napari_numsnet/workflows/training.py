@@ -23,6 +23,7 @@ from napari_numsnet.engine.validation import choose_postprocessing
 from napari_numsnet.errors import NumsnetError
 from napari_numsnet.io.classes import ClassTable
 from napari_numsnet.models import create_model
+from napari_numsnet.models.base import ModelKind
 from napari_numsnet.workflows.stacks import (
     AnnotatedStack,
     as_stack_list,
@@ -112,6 +113,9 @@ def train(
             "Make the class table and the model's number of classes agree.",
         )
     train_data, val_data = build_training_data(stacks, model, preprocess)
+    training, skipped = semi_supervised_for(net, training)
+    if skipped:
+        record = {**record, "semi_supervised_skipped": skipped}
     result = fit(
         net,
         train_data,
@@ -141,6 +145,26 @@ def train(
         optimizer_state=result.optimizer_state,
         record=result.record,
     )
+
+
+def semi_supervised_for(net: torch.nn.Module, training: TrainConfig) -> tuple[TrainConfig, str]:
+    """``training`` with its semi-supervised term where ``net`` takes one, else without.
+
+    The term (a preset may switch it on) teaches a slice model with exclusive classes
+    its own confident labels on the unannotated slices; the NUMSnet family, the 3D model
+    and independent (sigmoid) classes train without it here, as the 2.5D context of a
+    preset applies to slice models only. Returns the recipe and, when the term was
+    dropped, why (for the training record); ``fit`` itself refuses the term for them.
+    """
+    if training.semi_supervised <= 0:
+        return training, ""
+    config = net.config
+    if net.kind is ModelKind.SLICE and config.exclusive:
+        return training, ""
+    why = f"{config.name} is a {net.kind.value} model" + (
+        "" if config.exclusive else " with independent classes"
+    )
+    return training.replace(semi_supervised=0.0), why
 
 
 def _component_record(choice: ComponentChoice, names: Sequence[str]) -> dict:
