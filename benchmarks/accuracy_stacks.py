@@ -405,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--semi-supervised", type=float, default=None, help="FixMatch weight")
     parser.add_argument(
         "--strong-view",
-        choices=("intensity", "unimatch"),
+        choices=("intensity", "unimatch", "cutmix"),
         default=None,
         help="the semi-supervised term's strong view (UniMatch's adds CutMix)",
     )

@@ -67,6 +67,13 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="train under bfloat16 autocast where the CPU computes it natively",
     )
+    parser.add_argument(
+        "--semi-supervised", type=float, default=None, help="semi-supervised term's weight"
+    )
+    parser.add_argument("--strong-view", choices=("intensity", "unimatch", "cutmix"), default=None)
+    parser.add_argument(
+        "--confidence", type=float, default=None, help="pseudo-label confidence threshold"
+    )
     args = parser.parse_args(argv)
     common.set_threads(args.threads)
     preset = PRESETS[args.preset]
@@ -85,7 +92,14 @@ def main(argv: list[str] | None = None) -> int:
                 training = training.replace(batch_size=args.batch_size)
             if args.run_length is not None:
                 training = training.replace(run_length=args.run_length)
-            for key in ("rotation", "zoom", "cpu_bf16"):
+            for key in (
+                "rotation",
+                "zoom",
+                "cpu_bf16",
+                "semi_supervised",
+                "strong_view",
+                "confidence",
+            ):
                 if getattr(args, key) is not None:
                     training = training.replace(**{key: getattr(args, key)})
             sampling = SamplingConfig(fraction=args.fraction, seed=seed)

@@ -69,3 +69,33 @@ def test_independent_classes_train_without_the_term():
         toy_stack(), model, config, PreprocessConfig(size=32), ClassTable.default(2)
     )
     assert "independent classes" in checkpoint.record["semi_supervised_skipped"]
+
+
+def test_the_term_waits_for_enough_annotated_slices(monkeypatch):
+    calls = []
+    original = step_module.consistency_loss
+
+    def spy(model, unlabelled, *args):
+        calls.append(unlabelled.shape[0])
+        return original(model, unlabelled, *args)
+
+    monkeypatch.setattr(step_module, "consistency_loss", spy)
+    model = ModelConfig("drsegunet", num_classes=2, widths=WIDTHS)
+    config = TrainConfig(
+        steps=5,
+        batch_size=2,
+        amp=False,
+        device="cpu",
+        semi_supervised=1.0,
+        semi_supervised_min_slices=3,
+        confidence=0.0,
+    )
+    pre, classes = PreprocessConfig(size=32), ClassTable.default(2)
+    two = pipeline.train(toy_stack(), model, config, pre, classes)  # slices 2 and 6
+    assert calls == []
+    assert two.record["semi_supervised_skipped"].startswith("2 annotated slices, fewer than")
+    stack = toy_stack()
+    three = pipeline.AnnotatedStack(stack.image, stack.labels, [2, 6, 8], [4], name="toy")
+    resumed = pipeline.train(three, model, config.replace(steps=5), resume=two)
+    assert calls == [2, 2, 2, 2]
+    assert "semi_supervised_skipped" not in resumed.record  # the term runs now

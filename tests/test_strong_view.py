@@ -11,7 +11,7 @@ import torch
 from napari_numsnet.config import ModelConfig, TrainConfig
 from napari_numsnet.data.augment import colour_jitter, cutmix_boxes
 from napari_numsnet.data.dataset import StackSample
-from napari_numsnet.engine.semisupervised import unimatch_view
+from napari_numsnet.engine.semisupervised import cutmix, unimatch_view
 from napari_numsnet.engine.trainer import fit
 from napari_numsnet.errors import NumsnetError
 from napari_numsnet.models import MODELS, create_model
@@ -98,23 +98,36 @@ def test_pasted_pseudo_labels_follow_the_pasted_images():
     assert mixed_total > 0
 
 
-def test_the_unimatch_term_never_reads_unannotated_labels(tiny_config):
+@pytest.mark.parametrize("view", ["unimatch", "cutmix"])
+def test_the_term_never_reads_unannotated_labels(tiny_config, view):
     weights = []
     for garbage in (0, 1):
         torch.manual_seed(0)
         net = create_model(tiny_config("unet"))
-        weights.append(fit(net, [stack_of(garbage=garbage)], recipe()).model.state_dict())
+        config = recipe(strong_view=view)
+        weights.append(fit(net, [stack_of(garbage=garbage)], config).model.state_dict())
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
-def test_the_strong_view_takes_effect(tiny_config):
+def test_each_strong_view_takes_effect(tiny_config):
     trained = {}
-    for view in ("intensity", "unimatch"):
+    for view in ("intensity", "unimatch", "cutmix"):
         torch.manual_seed(0)
         net = create_model(tiny_config("unet"))
         trained[view] = fit(net, [stack_of()], recipe(strong_view=view)).model.state_dict()
-    a, b = trained["intensity"], trained["unimatch"]
-    assert not all(torch.equal(a[k], b[k]) for k in a)
+    for a, b in (("intensity", "unimatch"), ("intensity", "cutmix"), ("unimatch", "cutmix")):
+        assert not all(torch.equal(trained[a][k], trained[b][k]) for k in trained[a])
+
+
+def test_cutmix_alone_pastes_boxes_without_changing_intensities():
+    n, size = 6, 32
+    images = (10.0 * torch.arange(1, n + 1)).view(n, 1, 1, 1).expand(n, 1, size, size).clone()
+    pseudo = torch.arange(n).view(n, 1, 1).expand(n, size, size).clone()
+    keep = torch.ones(n, size, size, dtype=torch.bool)
+    out, labels, _ = cutmix(images, pseudo, keep, torch.Generator().manual_seed(0))
+    assert set(out.unique().tolist()) <= set((10.0 * torch.arange(1, n + 1)).tolist())
+    for i in range(n):  # every pixel is its own slice's or the next one's, labels alike
+        assert bool((out[i, 0] == 10.0 * (labels[i] + 1)).all())
 
 
 def test_an_unknown_strong_view_is_refused(tiny_config):

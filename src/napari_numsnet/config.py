@@ -17,7 +17,7 @@ Direction = Literal["forward", "backward", "both"]
 LossName = Literal["bdl", "dice", "ce", "dice_ce"]
 ScheduleName = Literal["constant", "cosine", "poly"]
 OptimizerName = Literal["adam", "adamw"]
-StrongViewName = Literal["intensity", "unimatch"]
+StrongViewName = Literal["intensity", "unimatch", "cutmix"]
 
 T = TypeVar("T")
 
@@ -203,6 +203,11 @@ class TrainConfig(_Record):
         Weight of FixMatch's consistency term on the unannotated slices of the training
         stacks (slice models with exclusive classes; 0: off). It starts after a fifth of
         the steps, once the model's own labels mean something.
+    semi_supervised_min_slices
+        The term is used only when at least this many slices are annotated (all stacks
+        together); with fewer, the run is supervised and its record says why. With three
+        annotated slices of one stack the model's own labels are too poor to teach
+        (``benchmarks/README.md``).
     confidence
         Probability a pixel's pseudo-label needs to enter that term.
     strong_view
@@ -255,6 +260,7 @@ class TrainConfig(_Record):
     intensity_augment: bool = False
     mirror: bool = False
     semi_supervised: float = 0.0
+    semi_supervised_min_slices: int = 0
     confidence: float = 0.9
     strong_view: StrongViewName = "intensity"
     weight_average: float = 0.0
@@ -314,6 +320,16 @@ class PredictConfig(_Record):
     device: str = "auto"
     largest_component: tuple[int, ...] | None = None
     mirror: bool = False
+
+
+#: The semi-supervised term as measured (``benchmarks/README.md``): UniMatch's strong view
+#: with its confidence threshold, weight 1, once 30 slices are annotated.
+SEMI_SUPERVISED: dict[str, Any] = {
+    "semi_supervised": 1.0,
+    "strong_view": "unimatch",
+    "confidence": 0.95,
+    "semi_supervised_min_slices": 30,
+}
 
 
 @dataclass(frozen=True)

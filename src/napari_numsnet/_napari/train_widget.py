@@ -19,7 +19,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_numsnet.config import DEFAULT_MODEL, PRESETS, ModelConfig
+from napari_numsnet.config import DEFAULT_MODEL, PRESETS, SEMI_SUPERVISED, ModelConfig
 from napari_numsnet.engine import threads as thread_policy
 from napari_numsnet.engine.device import available_devices, describe_device, select_device
 from napari_numsnet.engine.events import TrainEvent, TrainState
@@ -71,6 +71,13 @@ class TrainWidget(QWidget):
         self.width_scale = QComboBox()
         self.width_scale.addItems(list(WIDTH_SCALES))
         self.augment = QCheckBox("rotation, shift, shear, zoom")
+        self.semi_supervised = QCheckBox("learn from the unannotated slices")
+        self.semi_supervised.setToolTip(
+            "Semi-supervised: the model also learns its own confident labels on the "
+            "unannotated slices, under UniMatch's perturbations (CutMix, jitter, blur), "
+            f"once {SEMI_SUPERVISED['semi_supervised_min_slices']} slices are annotated. "
+            "Slice models with exclusive classes; a training step costs about twice as much."
+        )
         self.context = QSpinBox(minimum=0, maximum=4, specialValueText="off", suffix=" each side")
         self.context.setToolTip(
             "2.5D input: this many neighbouring slices on each side of a slice go to the "
@@ -135,6 +142,7 @@ class TrainWidget(QWidget):
         extra.addRow("Slice size (px)", self.size)
         extra.addRow("Width scale", self.width_scale)
         extra.addRow("Augmentation", self.augment)
+        extra.addRow("Semi-supervised", self.semi_supervised)
         extra.addRow("2.5D context", self.context)
         extra.addRow("Cascade: region model", self.cascade)
         extra.addRow("CPU threads", self.threads)
@@ -163,6 +171,7 @@ class TrainWidget(QWidget):
         for widget in (*numbers, self.threads, self.context):
             widget.valueChanged.connect(lambda *_: self.write_settings())
         self.augment.toggled.connect(lambda *_: self.write_settings())
+        self.semi_supervised.toggled.connect(lambda *_: self.write_settings())
         self.train_button.clicked.connect(lambda *_: self._start(resume=False))
         self.continue_button.clicked.connect(lambda *_: self._start(resume=True))
         self.stop_button.clicked.connect(lambda *_: c.stop())
@@ -204,6 +213,7 @@ class TrainWidget(QWidget):
             self.learning_rate,
             self.size,
             self.augment,
+            self.semi_supervised,
         )
         for widget in widgets:
             widget.blockSignals(True)
@@ -217,6 +227,7 @@ class TrainWidget(QWidget):
         self.learning_rate.setValue(s.training.learning_rate)
         self.size.setValue(s.preprocess.size or 256)
         self.augment.setChecked(s.training.augment)
+        self.semi_supervised.setChecked(s.training.semi_supervised > 0)
         for widget in widgets:
             widget.blockSignals(False)
         self.write_settings()
@@ -258,6 +269,10 @@ class TrainWidget(QWidget):
             device=self.device.currentText(),
             augment=self.augment.isChecked(),
         )
+        if not self.semi_supervised.isChecked():
+            s.training = s.training.replace(semi_supervised=0.0)
+        elif s.training.semi_supervised <= 0:  # ticked under a preset without it
+            s.training = s.training.replace(**SEMI_SUPERVISED)
         s.preprocess = s.preprocess.replace(size=self.size.value())
         s.threads = self.threads.value() or None
         try:

@@ -70,6 +70,8 @@ def consistency_loss(
     strong = random_intensity(weak, generator)
     if strong_view == "unimatch":
         strong, pseudo, keep = unimatch_view(strong, pseudo, keep, generator)
+    elif strong_view == "cutmix":
+        strong, pseudo, keep = cutmix(strong, pseudo, keep, generator)
     logits = model(strong, None).logits.float()
     values = F.cross_entropy(logits, pseudo, reduction="none")
     share = float(keep.float().mean())
@@ -107,6 +109,18 @@ def unimatch_view(
     blur = torch.rand(n, generator=generator, device=generator.device) < 0.5
     blur = blur.to(images.device).view(n, 1, 1, 1)
     images = torch.where(blur, gaussian_blur(images, sigma.to(images.device)), images)
+    return cutmix(images, pseudo, keep, generator)
+
+
+def cutmix(
+    images: torch.Tensor,
+    pseudo: torch.Tensor,
+    keep: torch.Tensor,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Paste a box of slice ``(i + 1) mod U`` into slice ``i`` (probability 1/2 a slice),
+    its pseudo-labels and confidence mask with it; shapes as :func:`unimatch_view`'s."""
+    n = images.shape[0]
     if n < 2:
         return images, pseudo, keep
     boxes = cutmix_boxes(n, images.shape[2], images.shape[3], generator, probability=0.5)

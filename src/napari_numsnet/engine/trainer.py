@@ -122,9 +122,10 @@ def _source_for(
                 + ".",
                 "Set semi_supervised to 0 for this model.",
             )
-        if config.strong_view not in ("intensity", "unimatch"):
+        if config.strong_view not in ("intensity", "unimatch", "cutmix"):
             raise NumsnetError(
-                f"Unknown strong view {config.strong_view!r}.", "Choose intensity or unimatch."
+                f"Unknown strong view {config.strong_view!r}.",
+                "Choose intensity, unimatch or cutmix.",
             )
         unlabelled = config.batch_size
     if config.run_length < 0:
@@ -206,6 +207,16 @@ def fit(
             f"Weight averaging decay {config.weight_average} is not in [0, 1).",
             "Use 0 (off) or a decay such as 0.998 (an average over about 500 steps).",
         )
+    annotated = annotated_count(train_stacks)
+    if distributed.active():  # the whole annotation, not this process's share
+        annotated = int(distributed.all_reduce(annotated, "sum"))
+    term_skipped = ""
+    if config.semi_supervised > 0 and annotated < config.semi_supervised_min_slices:
+        term_skipped = (
+            f"{annotated} annotated slices, fewer than the "
+            f"{config.semi_supervised_min_slices} the term waits for"
+        )
+        config = config.replace(semi_supervised=0.0)
     cfg = model.config
     names = label_names(class_names, cfg.num_classes, cfg.exclusive)
     device = select_device(config.device)
@@ -254,6 +265,10 @@ def fit(
     run = _Run(total, steps_per_epoch, evaluation_interval(config, steps_per_epoch, total))
     average = WeightAverage(net, config.weight_average) if config.weight_average > 0 else None
     record["budget"] = {"steps": total, "steps_per_epoch": steps_per_epoch}
+    if term_skipped:
+        record["semi_supervised_skipped"] = term_skipped
+    elif config.semi_supervised > 0:  # a resumed run may have waited for it before
+        record.pop("semi_supervised_skipped", None)
     emit = callback or (lambda event: None)
     stop = stop_event or threading.Event()
     emit(TrainEvent("start", 0, 0, total, message=f"training on {record['device']}"))
