@@ -37,6 +37,7 @@ from napari_numsnet.engine.device import (
 )
 from napari_numsnet.engine.events import ProgressCallback, TrainEvent, TrainState
 from napari_numsnet.engine.losses import get_loss
+from napari_numsnet.engine.recipe import check_semi_supervised, checked_recipe
 from napari_numsnet.engine.schedule import (
     learning_rate_factor,
     make_optimizer,
@@ -49,7 +50,6 @@ from napari_numsnet.engine.validation import (
     label_names,
 )
 from napari_numsnet.engine.volumetric import window_depth
-from napari_numsnet.errors import NumsnetError
 from napari_numsnet.models.base import ModelKind
 
 
@@ -112,27 +112,8 @@ def _source_for(
     depth = 16
     if kind is ModelKind.VOLUME:
         depth = window_depth(net, max(len(s.images) for s in stacks))
-    unlabelled = 0
-    if config.semi_supervised > 0:
-        if kind is not ModelKind.SLICE or not net.config.exclusive:
-            raise NumsnetError(
-                f"The semi-supervised term is for slice models with exclusive classes; "
-                f"{net.config.name} is a {kind.value} model"
-                + ("" if net.config.exclusive else " with independent classes")
-                + ".",
-                "Set semi_supervised to 0 for this model.",
-            )
-        if config.strong_view not in ("intensity", "unimatch", "cutmix"):
-            raise NumsnetError(
-                f"Unknown strong view {config.strong_view!r}.",
-                "Choose intensity, unimatch or cutmix.",
-            )
-        unlabelled = config.batch_size
-    if config.run_length < 0:
-        raise NumsnetError(
-            f"Run length {config.run_length} is below 0.",
-            "Use 0 (the batch size) or the number of consecutive slices per run.",
-        )
+    check_semi_supervised(net, config)
+    unlabelled = config.batch_size if config.semi_supervised > 0 else 0
     batch = config.batch_size
     if kind is ModelKind.SEQUENCE and config.run_length > 0:
         batch = config.run_length
@@ -187,36 +168,10 @@ def fit(
         The returned model holds the best validated weights when ``keep_best`` is on and
         there were validation slices, else the last ones.
     """
-    if annotated_count(train_stacks) == 0:
-        raise NumsnetError(
-            "There is no annotated slice to train on.",
-            "Paint at least one slice (or mark an empty slice as done) before training.",
-        )
-    if config.steps < 0 or config.epochs < 0 or (config.steps == 0 and config.epochs == 0):
-        raise NumsnetError(
-            f"Nothing to train: steps={config.steps}, epochs={config.epochs}.",
-            "Give a positive number of steps (or epochs).",
-        )
-    if config.rotation < 0 or len(config.zoom) != 2 or not 0 < config.zoom[0] <= config.zoom[1]:
-        raise NumsnetError(
-            f"Invalid augmentation ranges: rotation={config.rotation}, zoom={config.zoom}.",
-            "Use a rotation of 0 or more (radians) and a zoom (low, high) with 0 < low <= high.",
-        )
-    if not 0.0 <= config.weight_average < 1.0:
-        raise NumsnetError(
-            f"Weight averaging decay {config.weight_average} is not in [0, 1).",
-            "Use 0 (off) or a decay such as 0.998 (an average over about 500 steps).",
-        )
     annotated = annotated_count(train_stacks)
     if distributed.active():  # the whole annotation, not this process's share
         annotated = int(distributed.all_reduce(annotated, "sum"))
-    term_skipped = ""
-    if config.semi_supervised > 0 and annotated < config.semi_supervised_min_slices:
-        term_skipped = (
-            f"{annotated} annotated slices, fewer than the "
-            f"{config.semi_supervised_min_slices} the term waits for"
-        )
-        config = config.replace(semi_supervised=0.0)
+    config, term_skipped = checked_recipe(config, annotated)
     cfg = model.config
     names = label_names(class_names, cfg.num_classes, cfg.exclusive)
     device = select_device(config.device)
