@@ -99,3 +99,19 @@ def test_the_term_waits_for_enough_annotated_slices(monkeypatch):
     resumed = pipeline.train(three, model, config.replace(steps=5), resume=two)
     assert calls == [2, 2, 2, 2]
     assert "semi_supervised_skipped" not in resumed.record  # the term runs now
+
+
+def test_without_unannotated_slices_the_record_says_the_term_had_nothing(monkeypatch):
+    """One-slice stacks, every slice annotated (the COVID split): nothing to learn from."""
+    calls = []
+    monkeypatch.setattr(step_module, "consistency_loss", lambda *a: calls.append(1))
+    stack = toy_stack()
+    singles = [
+        pipeline.AnnotatedStack(stack.image[z : z + 1], stack.labels[z : z + 1], [0], name=f"s{z}")
+        for z in range(4)
+    ]
+    config = TrainConfig(steps=3, batch_size=2, amp=False, device="cpu", semi_supervised=1.0)
+    model = ModelConfig("drsegunet", num_classes=2, widths=WIDTHS)
+    checkpoint = pipeline.train(singles, model, config, PreprocessConfig(size=32))
+    assert calls == []
+    assert checkpoint.record["semi_supervised_skipped"] == "no unannotated slice to learn from"

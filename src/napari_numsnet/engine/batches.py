@@ -247,6 +247,11 @@ def annotated_count(stacks: Sequence[StackSample | TrainingStack]) -> int:
     return sum(len(s) for s in stacks)
 
 
+def unannotated_count(stacks: Sequence[StackSample | TrainingStack]) -> int:
+    """Unannotated slices over all ``stacks`` (a :class:`TrainingStack` holds none)."""
+    return sum(int((~s.annotated).sum()) for s in stacks if isinstance(s, StackSample))
+
+
 def make_source(
     kind: ModelKind,
     stacks: Sequence[StackSample | TrainingStack],

@@ -17,15 +17,18 @@ from napari_numsnet.models.base import ModelKind
 STRONG_VIEWS = ("intensity", "unimatch", "cutmix")
 
 
-def checked_recipe(config: TrainConfig, annotated: int) -> tuple[TrainConfig, str]:
+def checked_recipe(
+    config: TrainConfig, annotated: int, unannotated: int
+) -> tuple[TrainConfig, str]:
     """Refuse a recipe that cannot run; drop the semi-supervised term where it must wait.
 
     Parameters
     ----------
     config
         The recipe.
-    annotated
-        Annotated slices of the whole run (every stack, every process under torchrun).
+    annotated, unannotated
+        Annotated and unannotated slices of the whole run (every stack, every process
+        under torchrun).
 
     Returns
     -------
@@ -63,6 +66,8 @@ def checked_recipe(config: TrainConfig, annotated: int) -> tuple[TrainConfig, st
             f"{config.semi_supervised_min_slices} the term waits for"
         )
         return config.replace(semi_supervised=0.0), why
+    if config.semi_supervised > 0 and unannotated == 0:
+        return config.replace(semi_supervised=0.0), "no unannotated slice to learn from"
     return config, ""
 
 

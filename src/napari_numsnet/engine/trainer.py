@@ -27,7 +27,12 @@ from napari_numsnet.config import TrainConfig, step_budget
 from napari_numsnet.data.dataset import StackSample, TrainingStack
 from napari_numsnet.engine import distributed, threads
 from napari_numsnet.engine.averaging import WeightAverage
-from napari_numsnet.engine.batches import BatchSource, annotated_count, make_source
+from napari_numsnet.engine.batches import (
+    BatchSource,
+    annotated_count,
+    make_source,
+    unannotated_count,
+)
 from napari_numsnet.engine.device import (
     amp_dtype,
     describe_device,
@@ -168,10 +173,11 @@ def fit(
         The returned model holds the best validated weights when ``keep_best`` is on and
         there were validation slices, else the last ones.
     """
-    annotated = annotated_count(train_stacks)
+    annotated, unannotated = annotated_count(train_stacks), unannotated_count(train_stacks)
     if distributed.active():  # the whole annotation, not this process's share
         annotated = int(distributed.all_reduce(annotated, "sum"))
-    config, term_skipped = checked_recipe(config, annotated)
+        unannotated = int(distributed.all_reduce(unannotated, "sum"))
+    config, term_skipped = checked_recipe(config, annotated, unannotated)
     cfg = model.config
     names = label_names(class_names, cfg.num_classes, cfg.exclusive)
     device = select_device(config.device)
