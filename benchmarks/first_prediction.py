@@ -1,9 +1,10 @@
 """Time to first useful prediction on the shipped CT sample.
 
-From "10% of the CT sample annotated" (Mid,Rand, 3 of 30 slices) to a prediction of the
-whole stack: preprocessing, training with the preset, prediction of every slice. The
-clock covers :func:`napari_numsnet.pipeline.annotate_train_predict` (what ``numsnet
-demo`` runs); the Dice is on the 27 slices the model did not train on.
+From "10% of the CT sample annotated" (the default planner: 3 of 30 slices and one
+validation slice) to a prediction of the whole stack: preprocessing, training with the
+preset, prediction of every slice. The clock covers
+:func:`napari_numsnet.pipeline.annotate_train_predict` (what ``numsnet demo`` runs); the
+Dice is on the slices the model neither trained nor validated on.
 
     python benchmarks/first_prediction.py --preset fast --seeds 0,1,2
 

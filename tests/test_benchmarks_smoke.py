@@ -97,6 +97,10 @@ def test_accuracy_stacks_trains_on_the_planned_slices(tmp_path):
     assert set(records[0]["chosen_component"]) == {"classes", "dice_without", "dice_with"}
     summary = acc.summarize(records, list(acc.ACDC_CLASSES))
     assert "| UNet | 10% slices |" in summary and "| UNet | all slices |" in summary
+    curves = _module("curves")  # the recipes-side-by-side table and plot read these records
+    plot = tmp_path / "curves.png"
+    assert curves.main(["--out", str(tmp_path), "--runs", "acdc=smoke", "--plot", str(plot)]) == 0
+    assert plot.stat().st_size > 0
 
 
 @needs_data

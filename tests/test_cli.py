@@ -378,3 +378,23 @@ def test_model_widths_and_context_beside_a_checkpoint_are_refused(
         assert f"{option[0]} " in err and f"ignored beside {start}" in err
         assert "Traceback" not in err
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_the_recipe_note_says_what_the_term_and_the_precision_do(monkeypatch):
+    from napari_numsnet.commands.common import _recipe_note
+    from napari_numsnet.config import PRESETS
+    from napari_numsnet.engine import device as device_module
+
+    fast = PRESETS["fast"].train
+    monkeypatch.setattr(device_module, "cpu_computes_bf16", lambda: False)
+    assert _recipe_note("drsegunet", fast, "cpu", 148) == (
+        ", semi-supervised (unimatch) on the unannotated slices"
+    )
+    assert _recipe_note("drsegunet", fast, "cpu", 3) == (
+        ", semi-supervised term from 30 annotated slices on (3 now)"
+    )
+    assert _recipe_note("numsnet", fast, "cpu", 148) == ", no semi-supervised term for this model"
+    assert _recipe_note("drsegunet", fast, "cpu", 148, exclusive=False).startswith(", no semi")
+    assert _recipe_note("drsegunet", PRESETS["paper"].train, "cpu", 148) == ""
+    monkeypatch.setattr(device_module, "cpu_computes_bf16", lambda: True)
+    assert _recipe_note("drsegunet", fast, "cpu", 3).endswith(", bfloat16 on this CPU")

@@ -82,7 +82,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"widths {model_cfg.widths or 'paper'}, {n_params:,} parameters;"
         f" preset {preset.name}: {_budget(training, len(split.train))}, "
         f"{_batch_note(model_cfg.name, training, len(split.train))}, {size}"
-        f"{_recipe_note(model_cfg.name, training, args.device)}; "
+        f"{_recipe_note(model_cfg.name, training, args.device, len(split.train))}; "
         f"device: {describe_device(device)}"
     )
     start = time.perf_counter()

@@ -359,15 +359,17 @@ PRESETS: dict[str, Preset] = {
         ),
         preprocess=PreprocessConfig(size=256),
     ),
-    # The default on a CPU (benchmarks/README.md): half widths, 128 x 128 slices, a step
-    # budget that grows with the annotation (150 steps a slice, 400 to 4,000: about one
-    # minute for the CT sample's 3 slices on two cores, about 15 for ACDC's 148), warm-up
-    # and cosine decay, Dice + cross-entropy, the best validated weights; the NUMSnet
-    # family trains on runs of 4 consecutive slices.
+    # The default on a CPU (benchmarks/README.md, section 0): half widths, 128 x 128
+    # slices, a step budget that grows with the annotation (150 steps a slice, 400 to
+    # 6,000: about half a minute for the CT sample's 3 slices on two cores, about 14
+    # minutes for ACDC's 148), warm-up and cosine decay, Dice + cross-entropy, the best
+    # validated weights, rotations to 0.5 rad and scaling by 0.7-1.4, bfloat16 where the
+    # CPU computes it, and from 30 annotated slices on the semi-supervised term (UniMatch's
+    # strong view); the NUMSnet family trains on runs of 4 consecutive slices.
     "fast": Preset(
         name="fast",
         train=TrainConfig(
-            steps=4000,
+            steps=6000,
             steps_per_slice=150,
             min_steps=400,
             batch_size=2,
@@ -376,8 +378,12 @@ PRESETS: dict[str, Preset] = {
             schedule="cosine",
             warmup_steps=20,
             loss="dice_ce",
+            rotation=0.5,
+            zoom=(0.7, 1.4),
+            cpu_bf16=True,
             amp=False,
             preset="fast",
+            **SEMI_SUPERVISED,
         ),
         preprocess=PreprocessConfig(size=128),
         width_scale=0.5,

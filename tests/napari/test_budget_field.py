@@ -14,7 +14,7 @@ def test_steps_field_takes_effect_and_auto_keeps_the_preset_rule(panel):
     training = widget.training.settings.training
     assert tab.steps.isEnabled() and not tab.epochs.isEnabled()
     assert tab.steps.value() == 0 and tab.steps.text() == "auto"
-    assert (training.steps, training.steps_per_slice, training.min_steps) == (4000, 150, 400)
+    assert (training.steps, training.steps_per_slice, training.min_steps) == (6000, 150, 400)
     tab.steps.setValue(700)
     training = widget.training.settings.training
     assert (training.steps, training.steps_per_slice) == (700, 0)

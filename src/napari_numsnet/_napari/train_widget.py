@@ -59,7 +59,7 @@ class TrainWidget(QWidget):
         self.steps.setSpecialValueText("auto")
         self.steps.setToolTip(
             "Optimiser steps of a run. auto: the preset's budget, which grows with the "
-            "annotation (150 steps a slice, 400 to 4,000 in the fast preset)."
+            "annotation (150 steps a slice, 400 to 6,000 in the fast preset)."
         )
         self.learning_rate = QDoubleSpinBox(decimals=6, minimum=1e-6, maximum=1.0, singleStep=1e-4)
         self.batch_size = QSpinBox(minimum=1, maximum=256)

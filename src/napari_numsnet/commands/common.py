@@ -14,7 +14,7 @@ from napari_numsnet.errors import NumsnetError
 
 
 def _budget(training, annotated: int) -> str:
-    """The run's budget in words: ``450 steps (150 a slice, 400..4000)`` or ``60 epochs``."""
+    """The run's budget in words: ``450 steps (150 a slice, 400..6000)`` or ``60 epochs``."""
     if training.steps > 0 and training.steps_per_slice > 0:
         steps = step_budget(training, annotated, 0)
         return (
@@ -37,20 +37,28 @@ def _batch_note(model_name: str, training, annotated: int) -> str:
     return f"batch {min(training.batch_size, max(annotated, 1))}"
 
 
-def _recipe_note(model_name: str, training, device: str, exclusive: bool = True) -> str:
+def _recipe_note(
+    model_name: str, training, device: str, annotated: int, exclusive: bool = True
+) -> str:
     """What the recipe adds beyond the budget and batch, in words: the semi-supervised term
-    (``, semi-supervised (unimatch) on the unannotated slices``, or that this model trains
-    without it) and bfloat16 where this CPU computes it."""
+    (``, semi-supervised (unimatch) on the unannotated slices``, that it waits for more
+    annotated slices, or that this model trains without it) and bfloat16 where this CPU
+    computes it."""
     from napari_numsnet.engine.device import amp_dtype, select_device
     from napari_numsnet.models import get_spec
     from napari_numsnet.models.base import ModelKind
 
     notes = []
     if training.semi_supervised > 0:
-        if get_spec(model_name).kind is ModelKind.SLICE and exclusive:
-            notes.append(f"semi-supervised ({training.strong_view}) on the unannotated slices")
-        else:
+        if get_spec(model_name).kind is not ModelKind.SLICE or not exclusive:
             notes.append("no semi-supervised term for this model")
+        elif annotated < training.semi_supervised_min_slices:
+            notes.append(
+                f"semi-supervised term from {training.semi_supervised_min_slices} annotated "
+                f"slices on ({annotated} now)"
+            )
+        else:
+            notes.append(f"semi-supervised ({training.strong_view}) on the unannotated slices")
     if training.cpu_bf16 and amp_dtype(select_device(device), cpu_bf16=True) is not None:
         notes.append("bfloat16 on this CPU")
     return "".join(f", {note}" for note in notes)

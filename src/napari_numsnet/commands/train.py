@@ -116,7 +116,7 @@ def _train(args: argparse.Namespace, context) -> int:
         print(
             f"model {built.name}{_context_note(built.context)}; preset {preset.name}: "
             f"{_budget(training, n)}, {_batch_note(built.name, training, n)}"
-            f"{_recipe_note(built.name, training, device, built.exclusive)}"
+            f"{_recipe_note(built.name, training, device, n, built.exclusive)}"
         )
     checkpoint = pipeline.train(
         stacks,
