@@ -21,6 +21,7 @@ prints the tables (mean ± sample std over seeds).
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import sys
 import time
@@ -424,10 +425,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--cpu-bf16",
-        action="store_const",
-        const=True,
+        action=argparse.BooleanOptionalAction,
         default=None,
-        help="train under bfloat16 autocast where the CPU computes it natively",
+        help="bfloat16 autocast where the CPU computes it natively (default: the preset's)",
     )
     parser.add_argument(
         "--rotation", type=float, default=None, help="the affine's rotation half-range, radians"

@@ -13,6 +13,7 @@ Results: ``<out>/first_prediction.jsonl``.
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -63,10 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--cpu-bf16",
-        action="store_const",
-        const=True,
+        action=argparse.BooleanOptionalAction,
         default=None,
-        help="train under bfloat16 autocast where the CPU computes it natively",
+        help="bfloat16 autocast where the CPU computes it natively (default: the preset's)",
     )
     parser.add_argument(
         "--semi-supervised", type=float, default=None, help="semi-supervised term's weight"
