@@ -21,7 +21,6 @@ prints the tables (mean ± sample std over seeds).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 import time
@@ -203,13 +202,7 @@ def run_one(
         "batch_size",
         "loss",
         "schedule",
-        "semi_supervised",
-        "strong_view",
-        "confidence",
         "intensity_augment",
-        "rotation",
-        "zoom",
-        "cpu_bf16",
         "mirror",
         "weight_average",
         "learning_rate",
@@ -218,6 +211,7 @@ def run_one(
     ):
         if getattr(args, key) is not None:
             training = training.replace(**{key: getattr(args, key)})
+    training = training.replace(**common.recipe_overrides(args))
     preprocess = pipeline.default_preprocess(pool[0].image, preset.preprocess)
     if args.size:
         preprocess = preprocess.replace(size=args.size)
@@ -403,16 +397,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strategy", default=SamplingConfig().strategy, help="slice planner")
     parser.add_argument("--loss", default=None, help="override the preset's loss")
     parser.add_argument("--schedule", default=None, help="override the preset's schedule")
-    parser.add_argument("--semi-supervised", type=float, default=None, help="FixMatch weight")
-    parser.add_argument(
-        "--strong-view",
-        choices=("intensity", "unimatch", "cutmix"),
-        default=None,
-        help="the semi-supervised term's strong view (UniMatch's adds CutMix)",
-    )
-    parser.add_argument(
-        "--confidence", type=float, default=None, help="pseudo-label confidence threshold"
-    )
     parser.add_argument(
         "--mirror",
         action="store_const",
@@ -423,21 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--tta", action="store_true", help="also score the same weights with test-time flips"
     )
-    parser.add_argument(
-        "--cpu-bf16",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="bfloat16 autocast where the CPU computes it natively (default: the preset's)",
-    )
-    parser.add_argument(
-        "--rotation", type=float, default=None, help="the affine's rotation half-range, radians"
-    )
-    parser.add_argument(
-        "--zoom",
-        type=lambda text: tuple(float(v) for v in text.split(",")),
-        default=None,
-        help="the affine's scale range LOW,HIGH (below 1 magnifies)",
-    )
+    common.add_recipe_arguments(parser)
     parser.add_argument(
         "--intensity-augment",
         action="store_const",

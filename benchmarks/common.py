@@ -76,6 +76,49 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
+#: Settings of the training recipe that the accuracy scripts take from the command line
+#: (``--rotation``, ``--zoom``, ...); an option left out keeps the preset's value.
+RECIPE_OPTIONS = ("rotation", "zoom", "cpu_bf16", "semi_supervised", "strong_view", "confidence")
+
+
+def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of :data:`RECIPE_OPTIONS` (default ``None``: the preset's value)."""
+    from napari_numsnet.engine.recipe import STRONG_VIEWS
+
+    parser.add_argument(
+        "--rotation", type=float, default=None, help="the affine's rotation half-range, radians"
+    )
+    parser.add_argument(
+        "--zoom",
+        type=lambda text: tuple(float(v) for v in text.split(",")),
+        default=None,
+        help="the affine's scale range LOW,HIGH (below 1 magnifies)",
+    )
+    parser.add_argument(
+        "--cpu-bf16",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="bfloat16 autocast where the CPU computes it natively (default: the preset's)",
+    )
+    parser.add_argument(
+        "--semi-supervised", type=float, default=None, help="semi-supervised term's weight"
+    )
+    parser.add_argument(
+        "--strong-view",
+        choices=STRONG_VIEWS,
+        default=None,
+        help="the semi-supervised term's strong view (UniMatch's adds CutMix)",
+    )
+    parser.add_argument(
+        "--confidence", type=float, default=None, help="pseudo-label confidence threshold"
+    )
+
+
+def recipe_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The :data:`RECIPE_OPTIONS` given on the command line, for ``TrainConfig.replace``."""
+    return {key: getattr(args, key) for key in RECIPE_OPTIONS if getattr(args, key) is not None}
+
+
 def csv_list(text: str) -> list[str]:
     """``"a,b"`` -> ``["a", "b"]`` (empty items dropped)."""
     return [item.strip() for item in text.split(",") if item.strip()]

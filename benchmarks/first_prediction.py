@@ -13,7 +13,6 @@ Results: ``<out>/first_prediction.jsonl``.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -53,28 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="2.5D input: neighbouring slices on each side (slice models; default: preset's)",
     )
-    parser.add_argument(
-        "--rotation", type=float, default=None, help="the affine's rotation half-range, radians"
-    )
-    parser.add_argument(
-        "--zoom",
-        type=lambda text: tuple(float(v) for v in text.split(",")),
-        default=None,
-        help="the affine's scale range LOW,HIGH (below 1 magnifies)",
-    )
-    parser.add_argument(
-        "--cpu-bf16",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="bfloat16 autocast where the CPU computes it natively (default: the preset's)",
-    )
-    parser.add_argument(
-        "--semi-supervised", type=float, default=None, help="semi-supervised term's weight"
-    )
-    parser.add_argument("--strong-view", choices=("intensity", "unimatch", "cutmix"), default=None)
-    parser.add_argument(
-        "--confidence", type=float, default=None, help="pseudo-label confidence threshold"
-    )
+    common.add_recipe_arguments(parser)
     args = parser.parse_args(argv)
     common.set_threads(args.threads)
     preset = PRESETS[args.preset]
@@ -93,16 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                 training = training.replace(batch_size=args.batch_size)
             if args.run_length is not None:
                 training = training.replace(run_length=args.run_length)
-            for key in (
-                "rotation",
-                "zoom",
-                "cpu_bf16",
-                "semi_supervised",
-                "strong_view",
-                "confidence",
-            ):
-                if getattr(args, key) is not None:
-                    training = training.replace(**{key: getattr(args, key)})
+            training = training.replace(**common.recipe_overrides(args))
             sampling = SamplingConfig(fraction=args.fraction, seed=seed)
             split = pipeline.plan_slices(len(image), sampling)
             training = training.replace(batch_size=min(training.batch_size, len(split.train)))

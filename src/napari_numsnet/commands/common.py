@@ -45,12 +45,12 @@ def _recipe_note(
     annotated slices, or that this model trains without it) and bfloat16 where this CPU
     computes it."""
     from napari_numsnet.engine.device import amp_dtype, select_device
+    from napari_numsnet.engine.recipe import takes_semi_supervised
     from napari_numsnet.models import get_spec
-    from napari_numsnet.models.base import ModelKind
 
     notes = []
     if training.semi_supervised > 0:
-        if get_spec(model_name).kind is not ModelKind.SLICE or not exclusive:
+        if not takes_semi_supervised(get_spec(model_name).kind, exclusive):
             notes.append("no semi-supervised term for this model")
         elif annotated < training.semi_supervised_min_slices:
             notes.append(

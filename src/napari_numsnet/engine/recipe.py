@@ -7,14 +7,22 @@ out (with the reason, for the training record) while too few slices are annotate
 
 from __future__ import annotations
 
+from typing import get_args
+
 from torch import nn
 
-from napari_numsnet.config import TrainConfig
+from napari_numsnet.config import StrongViewName, TrainConfig
 from napari_numsnet.errors import NumsnetError
 from napari_numsnet.models.base import ModelKind
 
 #: The strong views of the semi-supervised term (``TrainConfig.strong_view``).
-STRONG_VIEWS = ("intensity", "unimatch", "cutmix")
+STRONG_VIEWS: tuple[str, ...] = get_args(StrongViewName)
+
+
+def takes_semi_supervised(kind: ModelKind, exclusive: bool) -> bool:
+    """Whether a model learns from the semi-supervised term: slice models whose classes
+    exclude each other (the pseudo-labels are one class a pixel)."""
+    return kind is ModelKind.SLICE and exclusive
 
 
 def checked_recipe(
@@ -77,7 +85,7 @@ def check_semi_supervised(net: nn.Module, config: TrainConfig) -> None:
     if config.semi_supervised <= 0:
         return
     kind = net.kind
-    if kind is not ModelKind.SLICE or not net.config.exclusive:
+    if not takes_semi_supervised(kind, net.config.exclusive):
         raise NumsnetError(
             f"The semi-supervised term is for slice models with exclusive classes; "
             f"{net.config.name} is a {kind.value} model"

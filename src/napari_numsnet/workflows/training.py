@@ -18,12 +18,12 @@ from napari_numsnet.engine.checkpoint import Checkpoint, check_compatible, trans
 from napari_numsnet.engine.device import seed_everything, select_device
 from napari_numsnet.engine.events import ProgressCallback
 from napari_numsnet.engine.postprocess import ComponentChoice
+from napari_numsnet.engine.recipe import takes_semi_supervised
 from napari_numsnet.engine.trainer import CheckpointCallback, fit
 from napari_numsnet.engine.validation import choose_postprocessing
 from napari_numsnet.errors import NumsnetError
 from napari_numsnet.io.classes import ClassTable
 from napari_numsnet.models import create_model
-from napari_numsnet.models.base import ModelKind
 from napari_numsnet.workflows.stacks import (
     AnnotatedStack,
     as_stack_list,
@@ -159,7 +159,7 @@ def semi_supervised_for(net: torch.nn.Module, training: TrainConfig) -> tuple[Tr
     if training.semi_supervised <= 0:
         return training, ""
     config = net.config
-    if net.kind is ModelKind.SLICE and config.exclusive:
+    if takes_semi_supervised(net.kind, config.exclusive):
         return training, ""
     why = f"{config.name} is a {net.kind.value} model" + (
         "" if config.exclusive else " with independent classes"
