@@ -317,6 +317,7 @@ def run_one(
         "epoch_losses": [e["loss"] for e in checkpoint.record.get("epochs", [])],
         "predict_seconds": predict_seconds,
         "scores": scores,
+        "layout": common.layout(args),
         "machine": common.machine(args.device),
     }
     if pruned:
@@ -468,6 +469,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--summary", action="store_true", help="only print the tables")
     args = parser.parse_args(argv)
     common.set_threads(args.threads)
+    common.apply_layout(args)
     result_file = args.out / f"{args.name or 'accuracy_' + args.dataset}.jsonl"
     classes = ClassTable.from_names(common.csv_list(args.class_names))
     if args.summary:

@@ -112,6 +112,31 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--confidence", type=float, default=None, help="pseudo-label confidence threshold"
     )
+    parser.add_argument(
+        "--default-layout",
+        action="store_true",
+        help="train and predict in the default memory layout, not channels-last on the CPU "
+        "(to measure what channels-last does)",
+    )
+
+
+def layout(args: argparse.Namespace) -> str:
+    """The memory layout a run trained and predicted in, for its record."""
+    return "default" if args.default_layout else "channels_last on the CPU"
+
+
+def apply_layout(args: argparse.Namespace) -> None:
+    """With ``--default-layout``, make training and prediction place models with a plain
+    ``.to(device)``, as before ``engine.device.place_model`` chose channels-last."""
+    if not args.default_layout:
+        return
+    from napari_numsnet.engine import predict, trainer
+
+    def plain(model: Any, device: Any) -> Any:
+        return model.to(device)
+
+    trainer.place_model = plain  # type: ignore[assignment]
+    predict.place_model = plain  # type: ignore[assignment]
 
 
 def recipe_overrides(args: argparse.Namespace) -> dict[str, Any]:

@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     common.add_recipe_arguments(parser)
     args = parser.parse_args(argv)
     common.set_threads(args.threads)
+    common.apply_layout(args)
     preset = PRESETS[args.preset]
     for seed in common.int_list(args.seeds):
         for name in common.csv_list(args.models):
@@ -101,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                 "scores": result.scores,
                 "mean_dice": float(np.nanmean([v["dice"] for v in foreground.values()])),
                 "device": args.device,
+                "layout": common.layout(args),
                 "machine": common.machine(args.device),
             }
             common.append_result(args.out / "first_prediction.jsonl", record)

@@ -9,10 +9,11 @@ range per network and its median ratio to DRSegUNet's:
   ``numsnet`` trains on a CPU;
 - ``drsegunet_strided``: DRSegUNet-S (strided stem, ``peers.py``) at the same widths;
 - ``drsegunet_quarter``: a quarter of the thesis' widths;
-- ``drsegunet_channels_last``: the same network and input in channels-last memory;
-- ``drsegunet_bf16``: under ``torch.autocast("cpu", dtype=torch.bfloat16)``;
 - ``monai_unet``: MONAI's ``UNet`` (2D, channels 16-256, strides 2, two residual units),
-  about DRSegUNet's parameter count (needs ``monai``).
+  about DRSegUNet's parameter count (needs ``monai``);
+- any of these with ``_bf16`` (under ``torch.autocast("cpu", dtype=torch.bfloat16)``),
+  ``_channels_last`` (network and input in channels-last memory) or both, in that order:
+  ``drsegunet_bf16_channels_last``.
 
 Then the convolutions of one DRSegUNet step, grouped by input shape, with the share of the
 step each takes (``torch.profiler``): where the time goes.
@@ -53,8 +54,17 @@ NETWORKS = (
 )
 
 
+def parse(name: str) -> tuple[str, bool, bool]:
+    """``name`` split into its network and whether it asks for bfloat16 and channels-last."""
+    channels_last = name.endswith("_channels_last")
+    name = name.removesuffix("_channels_last")
+    bf16 = name.endswith("_bf16")
+    return name.removesuffix("_bf16"), bf16, channels_last
+
+
 def build(name: str, num_classes: int) -> nn.Module:
     """The network called ``name`` (see the module docstring)."""
+    name = parse(name)[0]
     if name == "monai_unet":
         from monai.networks.nets import UNet
 
@@ -79,11 +89,11 @@ def stepper(name: str, batch: int, size: int, num_classes: int) -> Callable[[], 
     model = build(name, num_classes).train()
     x = torch.randn(batch, 1, size, size)
     target = torch.randint(0, num_classes, (batch, size, size))
-    if name.endswith("channels_last"):
+    _, bf16, channels_last = parse(name)
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), 1e-3)
-    bf16 = name.endswith("bf16")
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)

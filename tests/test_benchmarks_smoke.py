@@ -266,6 +266,25 @@ def test_first_prediction_and_report(tmp_path):
     assert (tmp_path / "speed_throughput.png").stat().st_size > 0
 
 
+def test_default_layout_puts_training_and_prediction_back_on_a_plain_to(tmp_path, monkeypatch):
+    """``--default-layout`` (to measure channels-last): models stay in the default layout."""
+    from napari_numsnet.config import ModelConfig
+    from napari_numsnet.engine import predict, trainer
+    from napari_numsnet.models import create_model
+
+    monkeypatch.setattr(trainer, "place_model", trainer.place_model)  # restored afterwards
+    monkeypatch.setattr(predict, "place_model", predict.place_model)
+    model = create_model(ModelConfig("unet", num_classes=2, widths=(4, 4, 8, 8, 8)))
+    placed = trainer.place_model(model, torch.device("cpu"))
+    assert not all(p.is_contiguous() for p in placed.parameters())  # channels-last
+    fp = _module("first_prediction")
+    args = ["--out", str(tmp_path), "--models", "unet", "--epochs", "1", "--size", "32"]
+    assert fp.main([*args, "--default-layout"]) == 0
+    for place in (trainer.place_model, predict.place_model):
+        fresh = create_model(ModelConfig("unet", num_classes=2, widths=(4, 4, 8, 8, 8)))
+        assert all(p.is_contiguous() for p in place(fresh, torch.device("cpu")).parameters())
+
+
 @needs_data
 def test_accuracy_stacks_trains_the_monai_unet_peer_with_our_recipe(tmp_path):
     if importlib.util.find_spec("monai") is None:

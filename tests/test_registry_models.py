@@ -6,6 +6,7 @@ this by being registered. Tiny widths, 32-pixel slices, one optimiser step per t
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import numpy as np
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 from napari_numsnet import pipeline
 from napari_numsnet.config import ModelConfig, PreprocessConfig, TrainConfig
 from napari_numsnet.engine.checkpoint import load_checkpoint, save_checkpoint, transfer_model
+from napari_numsnet.engine.device import place_model
 from napari_numsnet.io.classes import ClassTable
 from napari_numsnet.models import MODELS, create_model
 from napari_numsnet.models.base import ModelContract, ModelKind, check_input, padded_size
@@ -75,6 +77,38 @@ def test_declares_the_contract(name):
         model.set_inference_head(head)
     with pytest.raises(ValueError):
         model.set_inference_head(99)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_channels_last_on_the_cpu_gives_the_same_outputs_and_gradients(name):
+    """What training and prediction do on a CPU (``place_model``): the same logits and
+    gradients as the default layout; slice and sequence models in channels-last memory."""
+    torch.manual_seed(0)
+    # Dropout draws its mask in memory order: without it the two layouts must agree.
+    plain = create_model(dataclasses.replace(tiny(name), dropout=0.0)).train()
+    placed = place_model(copy.deepcopy(plain), torch.device("cpu")).train()
+    weights = [p for p in placed.parameters() if p.dim() == 4]
+    if placed.kind is ModelKind.VOLUME:
+        assert all(p.is_contiguous() for p in placed.parameters())
+    else:
+        assert weights and all(p.is_contiguous(memory_format=torch.channels_last) for p in weights)
+        assert any(not p.is_contiguous() for p in weights)  # the layout did change
+    shape = (4, 32, 32) if plain.kind is ModelKind.VOLUME else (32, 32)
+    x = torch.randn(2, 1, *shape)
+    outputs = []
+    for model in (plain, placed):
+        torch.manual_seed(1)  # the same dropout masks
+        out = model(x).logits
+        out.float().square().mean().backward()
+        grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+        outputs.append((out.detach(), grads))
+    (a, grads_a), (b, grads_b) = outputs
+    # Equal up to float32 rounding: the convolutions sum in another order.
+    torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-3)
+    assert len(grads_a) == len(grads_b)
+    flat_a = torch.cat([g.flatten() for g in grads_a])
+    flat_b = torch.cat([g.flatten() for g in grads_b])
+    assert float((flat_b - flat_a).norm()) <= 1e-3 * float(flat_a.norm())
 
 
 @pytest.mark.parametrize("name", NAMES)

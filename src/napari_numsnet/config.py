@@ -231,9 +231,9 @@ class TrainConfig(_Record):
     amp
         Mixed precision where the device supports it (CUDA only).
     cpu_bf16
-        On a CPU with bfloat16 units (AMX or AVX-512 BF16), train under bfloat16
-        autocast; ignored on other CPUs, where it would be about 20 times slower, and on
-        GPUs (``amp``).
+        On a CPU with bfloat16 matrix units (AMX), train under bfloat16 autocast;
+        ignored on other CPUs, where it is no faster (AVX-512 BF16 alone) or about 20
+        times slower (emulated), and on GPUs (``amp``).
     device
         ``auto`` (CUDA, then MPS, then CPU) or a torch device string.
     seed

@@ -172,6 +172,30 @@ def test_presets_set_the_width_scale_and_the_default_model_is_the_benchmarks_cho
     assert settings.training.epochs == PRESETS["paper"].train.epochs
 
 
+def test_the_model_list_counts_the_parameters_at_the_chosen_widths(panel):
+    """The fast preset trains half the paper's widths: the list says what is trained."""
+    from napari_numsnet.config import ModelConfig
+    from napari_numsnet.models import create_model, keras_parameter_count, scaled_widths
+
+    _, widget = panel
+    tab = widget.train_tab
+
+    def count(name: str, scale: float) -> str:
+        widths = scaled_widths(name, scale)
+        n = keras_parameter_count(create_model(ModelConfig(name, 1, 3, widths=widths)))
+        return f"({n / 1e6:.2g} M parameters)"
+
+    tab.preset.setCurrentText("fast")
+    index = tab.model.findData("drsegunet")
+    assert tab.model.itemText(index).endswith(count("drsegunet", 0.5))
+    tab.width_scale.setCurrentText("1 (paper)")
+    assert tab.model.itemText(index).endswith(count("drsegunet", 1.0))
+    assert count("drsegunet", 1.0) != count("drsegunet", 0.5)
+    tab.width_scale.setCurrentText("1/4")
+    cascade_index = tab.cascade.findData("unet")
+    assert tab.cascade.itemText(cascade_index).endswith(count("unet", 0.25))
+
+
 def test_the_ct_is_shown_the_radiological_way_without_moving_a_voxel(panel):
     viewer, widget = panel
     image = viewer.layers["ct"]

@@ -35,10 +35,12 @@ from .training import VIEWER_RESERVE, TrainController
 WIDTH_SCALES = {"1 (paper)": 1.0, "1/2": 0.5, "1/4": 0.25, "1/8": 0.125}
 
 
-@functools.lru_cache(maxsize=1)
-def model_choices() -> list[tuple[str, str]]:
-    """``(registry name, "Title (N.N M parameters)")`` at the paper's widths, 3 classes."""
-    return [(s.name, f"{s.title} ({n / 1e6:.1f} M parameters)") for s, n in list_models()]
+@functools.lru_cache(maxsize=len(WIDTH_SCALES))
+def model_choices(width_scale: float = 1.0) -> list[tuple[str, str]]:
+    """``(registry name, "Title (N.N M parameters)")`` at the paper's widths times
+    ``width_scale``, 3 classes."""
+    models = list_models(width_scale=width_scale)
+    return [(s.name, f"{s.title} ({n / 1e6:.2g} M parameters)") for s, n in models]
 
 
 class TrainWidget(QWidget):
@@ -167,6 +169,7 @@ class TrainWidget(QWidget):
         self.preset.currentTextChanged.connect(self._on_preset)
         for widget in (self.model, self.device, self.width_scale, self.cascade):
             widget.currentIndexChanged.connect(lambda *_: self.write_settings())
+        self.width_scale.currentIndexChanged.connect(lambda *_: self._count_parameters())
         numbers = (self.steps, self.epochs, self.batch_size, self.size, self.learning_rate)
         for widget in (*numbers, self.threads, self.context):
             widget.valueChanged.connect(lambda *_: self.write_settings())
@@ -203,6 +206,16 @@ class TrainWidget(QWidget):
         self.width_scale.blockSignals(True)
         self.width_scale.setCurrentText(names[0] if names else "1 (paper)")
         self.width_scale.blockSignals(False)
+        self._count_parameters()
+
+    def _count_parameters(self) -> None:
+        """Name each model with the parameter count it trains at the chosen widths."""
+        texts = dict(model_choices(WIDTH_SCALES[self.width_scale.currentText()]))
+        for box in (self.model, self.cascade):
+            for index in range(box.count()):
+                name = box.itemData(index)
+                if name in texts:
+                    box.setItemText(index, texts[name])
 
     def _show_settings(self) -> None:
         s = self.controller.settings

@@ -16,7 +16,7 @@ from torch import nn
 from napari_numsnet.config import PredictConfig, PreprocessConfig
 from napari_numsnet.data.context import with_context
 from napari_numsnet.data.preprocess import Preprocessor
-from napari_numsnet.engine.device import amp_dtype, select_device
+from napari_numsnet.engine.device import amp_dtype, place_model, select_device
 from napari_numsnet.engine.postprocess import keep_largest_component
 from napari_numsnet.errors import NumsnetError
 from napari_numsnet.models.base import ModelKind
@@ -111,7 +111,7 @@ def predict_stack(
             f"A {model.kind.value} model predicts whole stacks, not chosen slices.",
             "Predict the whole stack and take the slices from the result.",
         )
-    model = model.to(device).eval()
+    model = place_model(model, device).eval()
     stack = np.ascontiguousarray(images, dtype=np.float32)
     if model.config.context or slices is not None:
         x = torch.from_numpy(with_context(stack, model.config.context, slices))

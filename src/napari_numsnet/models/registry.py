@@ -185,12 +185,14 @@ def create_model(config: ModelConfig) -> nn.Module:
     return model
 
 
-def list_models(in_channels: int = 1, num_classes: int = 3) -> list[tuple[ModelSpec, int]]:
-    """Every registry entry with its Keras-style parameter count at the paper defaults."""
-    return [
-        (
-            spec,
-            keras_parameter_count(create_model(ModelConfig(spec.name, in_channels, num_classes))),
-        )
-        for spec in MODELS.values()
-    ]
+def list_models(
+    in_channels: int = 1, num_classes: int = 3, width_scale: float = 1.0
+) -> list[tuple[ModelSpec, int]]:
+    """Every registry entry with its Keras-style parameter count at the paper's widths
+    times ``width_scale`` (:func:`scaled_widths`)."""
+    rows = []
+    for spec in MODELS.values():
+        widths = scaled_widths(spec.name, width_scale)
+        config = ModelConfig(spec.name, in_channels, num_classes, widths=widths)
+        rows.append((spec, keras_parameter_count(create_model(config))))
+    return rows
