@@ -398,3 +398,4 @@ def test_the_recipe_note_says_what_the_term_and_the_precision_do(monkeypatch):
     assert _recipe_note("drsegunet", PRESETS["paper"].train, "cpu", 148) == ""
     monkeypatch.setattr(device_module, "cpu_computes_bf16", lambda: True)
     assert _recipe_note("drsegunet", fast, "cpu", 3).endswith(", bfloat16 on this CPU")
+    assert "bfloat16" not in _recipe_note("msdsunet", fast, "cpu", 148)  # 3D: float32

@@ -24,7 +24,7 @@ from napari_numsnet.engine import threads as thread_policy
 from napari_numsnet.engine.device import available_devices, describe_device, select_device
 from napari_numsnet.engine.events import TrainEvent, TrainState
 from napari_numsnet.errors import NumsnetError
-from napari_numsnet.models import SLICE_MODELS, get_spec, list_models, scaled_widths
+from napari_numsnet.models import MODELS, SLICE_MODELS, get_spec, list_models, scaled_widths
 
 from .errors import reported
 from .plot import TrainingPlot
@@ -49,9 +49,9 @@ class TrainWidget(QWidget):
     def __init__(self, controller: TrainController, parent=None) -> None:
         super().__init__(parent)
         self.controller = controller
-        self.model = QComboBox()
-        for name, text in model_choices():
-            self.model.addItem(text, name)
+        self.model = QComboBox()  # titles here, the parameter counts once widths are known
+        for name, spec in MODELS.items():
+            self.model.addItem(spec.title, name)
         self.model.setCurrentIndex(self.model.findData(DEFAULT_MODEL))
         self.preset = QComboBox()
         self.preset.addItems(list(PRESETS))
@@ -88,8 +88,8 @@ class TrainWidget(QWidget):
         )
         self.cascade = QComboBox()
         self.cascade.addItem("off (one model)", None)
-        for name, text in model_choices():
-            self.cascade.addItem(text, name)
+        for name, spec in MODELS.items():
+            self.cascade.addItem(spec.title, name)
         self.cascade.setToolTip(
             "CHS-Net's cascade: this model segments the region (all annotated classes "
             "together), then the model above segments the classes inside it."

@@ -44,13 +44,14 @@ def _recipe_note(
     (``, semi-supervised (unimatch) on the unannotated slices``, that it waits for more
     annotated slices, or that this model trains without it) and bfloat16 where this CPU
     computes it."""
-    from napari_numsnet.engine.device import amp_dtype, select_device
+    from napari_numsnet.engine.device import select_device, training_dtype
     from napari_numsnet.engine.recipe import takes_semi_supervised
     from napari_numsnet.models import get_spec
 
     notes = []
+    kind = get_spec(model_name).kind
     if training.semi_supervised > 0:
-        if not takes_semi_supervised(get_spec(model_name).kind, exclusive):
+        if not takes_semi_supervised(kind, exclusive):
             notes.append("no semi-supervised term for this model")
         elif annotated < training.semi_supervised_min_slices:
             notes.append(
@@ -59,7 +60,8 @@ def _recipe_note(
             )
         else:
             notes.append(f"semi-supervised ({training.strong_view}) on the unannotated slices")
-    if training.cpu_bf16 and amp_dtype(select_device(device), cpu_bf16=True) is not None:
+    chosen = select_device(device)
+    if chosen.type == "cpu" and training_dtype(chosen, kind, False, training.cpu_bf16):
         notes.append("bfloat16 on this CPU")
     return "".join(f", {note}" for note in notes)
 

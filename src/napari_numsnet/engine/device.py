@@ -118,6 +118,21 @@ def place_model(model: nn.Module, device: torch.device) -> nn.Module:
     return model
 
 
+def training_dtype(
+    device: torch.device, kind: ModelKind, amp: bool, cpu_bf16: bool
+) -> torch.dtype | None:
+    """The autocast dtype of a training run (``None``: float32), from the run's ``amp``
+    (GPUs) and ``cpu_bf16`` (CPUs) settings and the model's ``kind``.
+
+    3D models stay float32 on a CPU: bfloat16 was measured on slice models only, and a
+    tiny MSDS-UNet under it gave an intermittent NaN loss on a Xeon with AVX-512 BF16.
+    """
+    if device.type == "cpu":
+        bf16 = cpu_bf16 and kind is not ModelKind.VOLUME
+        return amp_dtype(device, cpu_bf16=True) if bf16 else None
+    return amp_dtype(device) if amp else None
+
+
 def amp_dtype(device: torch.device | str, cpu_bf16: bool = False) -> torch.dtype | None:
     """Autocast dtype for mixed precision on ``device``, or ``None`` to train in float32.
 

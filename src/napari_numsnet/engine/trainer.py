@@ -34,12 +34,12 @@ from napari_numsnet.engine.batches import (
     unannotated_count,
 )
 from napari_numsnet.engine.device import (
-    amp_dtype,
     describe_device,
     place_model,
     preserved_random_state,
     seed_everything,
     select_device,
+    training_dtype,
 )
 from napari_numsnet.engine.events import ProgressCallback, TrainEvent, TrainState
 from napari_numsnet.engine.losses import get_loss
@@ -192,13 +192,7 @@ def fit(
     optimizer = make_optimizer(model.parameters(), config)
     if optimizer_state:
         optimizer.load_state_dict(optimizer_state)
-    if device.type == "cpu":
-        # 3D models stay float32: bfloat16 was measured on slice models only, and a tiny
-        # MSDS-UNet under it gave an intermittent NaN loss on a Xeon with AVX-512 BF16.
-        bf16 = config.cpu_bf16 and net.kind is not ModelKind.VOLUME
-        dtype = amp_dtype(device, cpu_bf16=True) if bf16 else None
-    else:
-        dtype = amp_dtype(device) if config.amp else None
+    dtype = training_dtype(device, net.kind, config.amp, config.cpu_bf16)
     setup = StepSetup(
         get_loss(config.loss),
         optimizer,
