@@ -14,11 +14,29 @@ import torch
 
 from napari_numsnet.config import ModelConfig, PreprocessConfig, TrainConfig
 from napari_numsnet.data.dataset import TrainingStack
+from napari_numsnet.engine import threads
 from toys import square_images
 
 # Two shared cores: one intra-op thread avoids the contention that makes tiny
 # convolutions many times slower with two.
 torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def no_thread_policy_between_tests():
+    """Each test starts without a thread policy and at one torch thread, and leaves so.
+
+    A command run by one test (``cli.main``) applies the automatic policy; left in force,
+    the trainer's between-epoch :func:`~napari_numsnet.engine.threads.revisit` would change
+    the thread count of later tests with the machine's load, and with it the summation
+    order of their reductions (two identical runs then differ in the last bits).
+    """
+    threads.reset()
+    torch.set_num_threads(1)
+    yield
+    threads.reset()
+    torch.set_num_threads(1)
+
 
 #: Filters per depth of every tiny test model.
 TINY_WIDTHS = (4, 8, 8, 8, 8)

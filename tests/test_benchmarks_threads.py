@@ -8,19 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
-
-from napari_numsnet.engine import threads
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
-
-
-@pytest.fixture(autouse=True)
-def restore_threads():
-    count = torch.get_num_threads()
-    yield
-    threads.reset()
-    torch.set_num_threads(count)
 
 
 def _lines(path: Path) -> list[dict]:

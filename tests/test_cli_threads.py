@@ -9,14 +9,6 @@ from napari_numsnet import cli
 from napari_numsnet.engine import threads
 
 
-@pytest.fixture(autouse=True)
-def restore_threads():
-    count = torch.get_num_threads()
-    yield
-    threads.reset()
-    torch.set_num_threads(count)
-
-
 @pytest.mark.parametrize("command", ["demo", "train", "predict"])
 def test_commands_take_threads(command):
     parser = cli.build_parser()

@@ -11,16 +11,6 @@ from napari_numsnet.engine.threads import CpuSample, ThreadChoice, choose_thread
 from napari_numsnet.errors import NumsnetError
 
 
-@pytest.fixture(autouse=True)
-def restore_threads():
-    """Each test starts without a policy and leaves torch's count as it found it."""
-    count = torch.get_num_threads()
-    threads.reset()
-    yield
-    threads.reset()
-    torch.set_num_threads(count)
-
-
 class FakeLoad:
     """Stands in for ``/proc/stat`` and the process clock: others keep ``busy`` cores."""
 
