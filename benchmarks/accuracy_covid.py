@@ -35,9 +35,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 
 from napari_numsnet import pipeline
-from napari_numsnet.config import PRESETS, PredictConfig
+from napari_numsnet.config import PredictConfig
 from napari_numsnet.engine.metrics import SegmentationMetrics, dice_per_class
 from napari_numsnet.io.classes import ClassTable
+from napari_numsnet.presets import PRESETS
 from napari_numsnet.workflows.cascade import Cascade, train_cascade
 
 CLASSES = ("background", "ground-glass", "consolidation")

@@ -35,11 +35,12 @@ import common
 import peers
 
 from napari_numsnet import pipeline
-from napari_numsnet.config import PRESETS, SamplingConfig
+from napari_numsnet.config import SamplingConfig
 from napari_numsnet.engine.metrics import SegmentationMetrics
 from napari_numsnet.engine.postprocess import keep_largest_component
 from napari_numsnet.io import read_labels, read_volume
 from napari_numsnet.io.classes import ClassTable
+from napari_numsnet.presets import PRESETS
 
 #: Label names of ACDC (0 background, 1 RV, 2 myocardium, 3 LV).
 ACDC_CLASSES = ("background", "right ventricle", "myocardium", "left ventricle")

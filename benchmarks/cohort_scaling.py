@@ -24,9 +24,9 @@ import common
 
 def _checkpoint(model: str, preset_name: str, size: int | None, scale: float | None, folder):
     from napari_numsnet import pipeline
-    from napari_numsnet.config import get_preset
     from napari_numsnet.engine.checkpoint import Checkpoint, save_checkpoint
     from napari_numsnet.models import create_model, scaled_widths
+    from napari_numsnet.presets import get_preset
 
     preset = get_preset(preset_name)
     config = pipeline.model_for_preset(model, 4, preset)

@@ -78,7 +78,15 @@ def base_parser(description: str) -> argparse.ArgumentParser:
 
 #: Settings of the training recipe that the accuracy scripts take from the command line
 #: (``--rotation``, ``--zoom``, ...); an option left out keeps the preset's value.
-RECIPE_OPTIONS = ("rotation", "zoom", "cpu_bf16", "semi_supervised", "strong_view", "confidence")
+RECIPE_OPTIONS = (
+    "rotation",
+    "zoom",
+    "cpu_bf16",
+    "reverse_runs",
+    "semi_supervised",
+    "strong_view",
+    "confidence",
+)
 
 
 def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
@@ -99,6 +107,13 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="bfloat16 autocast where the CPU computes it natively (default: the preset's)",
+    )
+    parser.add_argument(
+        "--reverse-runs",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="NUMSnet family: runs in both orders, predicted with both directions averaged "
+        "(default: the preset's)",
     )
     parser.add_argument(
         "--semi-supervised", type=float, default=None, help="semi-supervised term's weight"

@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 
 from napari_numsnet import pipeline
-from napari_numsnet.config import PRESETS, SamplingConfig
+from napari_numsnet.config import PredictConfig, SamplingConfig
+from napari_numsnet.presets import PRESETS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,6 +52,12 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=None,
         help="2.5D input: neighbouring slices on each side (slice models; default: preset's)",
+    )
+    parser.add_argument(
+        "--directions",
+        default="",
+        help="also score these directions of travel, e.g. forward,both (NUMSnet family; the "
+        "prediction itself is in the checkpoint's direction)",
     )
     common.add_recipe_arguments(parser)
     args = parser.parse_args(argv)
@@ -84,6 +91,17 @@ def main(argv: list[str] | None = None) -> int:
             )
             total = time.perf_counter() - start
             foreground = {k: v for k, v in result.scores.items() if k != "background"}
+            by_direction = {}
+            for direction in common.csv_list(args.directions):
+                config = PredictConfig(device=args.device, direction=direction)
+                labels = pipeline.predict(result.checkpoint, image, config).labels
+                scores = pipeline.evaluate(labels, reference, classes, result.unseen)
+                by_direction[direction] = {
+                    "scores": scores,
+                    "mean_dice": float(
+                        np.nanmean([v["dice"] for k, v in scores.items() if k != "background"])
+                    ),
+                }
             record = {
                 "model": name,
                 "seed": seed,
@@ -99,8 +117,10 @@ def main(argv: list[str] | None = None) -> int:
                 "annotated": [int(i) for i in split.train],
                 "seconds_total": total,
                 "seconds_training": result.checkpoint.record.get("seconds"),
+                "direction": result.checkpoint.direction,
                 "scores": result.scores,
                 "mean_dice": float(np.nanmean([v["dice"] for v in foreground.values()])),
+                "by_direction": by_direction,
                 "device": args.device,
                 "layout": common.layout(args),
                 "machine": common.machine(args.device),

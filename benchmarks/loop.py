@@ -51,11 +51,12 @@ import common
 import loop_report
 
 from napari_numsnet import pipeline
-from napari_numsnet.config import PRESETS, PredictConfig, SamplingConfig
+from napari_numsnet.config import PredictConfig, SamplingConfig
 from napari_numsnet.engine.checkpoint import load_checkpoint, save_checkpoint
 from napari_numsnet.engine.predict import predict_volume
 from napari_numsnet.engine.suggest import suggest_from_probabilities
 from napari_numsnet.io.classes import ClassTable
+from napari_numsnet.presets import PRESETS
 from napari_numsnet.workflows.retrain import RETRAIN_LR_FACTOR, retrain
 
 #: The suggestion strategies: name -> (score, weighting).

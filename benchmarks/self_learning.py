@@ -31,8 +31,8 @@ import accuracy_covid
 import common
 
 from napari_numsnet import pipeline
-from napari_numsnet.config import PRESETS
 from napari_numsnet.errors import NumsnetError
+from napari_numsnet.presets import PRESETS
 from napari_numsnet.pseudolabel.records import KMeansConfig
 from napari_numsnet.workflows.selflearn import SelfLearningConfig, self_learning
 

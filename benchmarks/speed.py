@@ -49,10 +49,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 from speed_tables import cell, mfu, table
 
-from napari_numsnet.config import PRESETS, ModelConfig
+from napari_numsnet.config import ModelConfig
 from napari_numsnet.models import create_model, keras_parameter_count
 from napari_numsnet.models.base import ModelContract, ModelKind
 from napari_numsnet.pipeline import model_for_preset
+from napari_numsnet.presets import PRESETS
 
 #: Cumulative optimisation variants on CUDA, in order.
 CUDA_VARIANTS = ("fp32", "cudnn_benchmark", "channels_last", "bf16", "compile")

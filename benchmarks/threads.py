@@ -35,10 +35,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 import speed
 
-from napari_numsnet.config import PRESETS
 from napari_numsnet.engine import threads
 from napari_numsnet.models import create_model
 from napari_numsnet.pipeline import model_for_preset
+from napari_numsnet.presets import PRESETS
 
 #: Classes of the CT sample with the background.
 NUM_CLASSES = 6

@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 
 from napari_numsnet import pipeline
-from napari_numsnet.config import ModelConfig, PreprocessConfig, get_preset
+from napari_numsnet.config import ModelConfig, PreprocessConfig
 from napari_numsnet.engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from napari_numsnet.errors import NumsnetError
 from napari_numsnet.io.classes import ClassTable
 from napari_numsnet.models import create_model
+from napari_numsnet.presets import get_preset
 
 PRE = PreprocessConfig(size=32)
 

@@ -266,6 +266,18 @@ def test_first_prediction_and_report(tmp_path):
     assert (tmp_path / "speed_throughput.png").stat().st_size > 0
 
 
+def test_first_prediction_scores_numsnet_in_the_directions_asked(tmp_path):
+    """``--reverse-runs`` trains on runs in both orders; ``--directions`` scores the same
+    checkpoint in each direction besides its own (``both`` after reversed runs)."""
+    fp = _module("first_prediction")
+    args = ["--out", str(tmp_path), "--models", "numsnet", "--epochs", "1", "--size", "32"]
+    assert fp.main([*args, "--reverse-runs", "--directions", "forward,both"]) == 0
+    (record,) = _lines(tmp_path / "first_prediction.jsonl")
+    assert record["recipe"]["reverse_runs"] and record["direction"] == "both"
+    assert set(record["by_direction"]) == {"forward", "both"}
+    assert record["by_direction"]["both"]["mean_dice"] == pytest.approx(record["mean_dice"])
+
+
 def test_default_layout_puts_training_and_prediction_back_on_a_plain_to(tmp_path, monkeypatch):
     """``--default-layout`` (to measure channels-last): models stay in the default layout."""
     from napari_numsnet.config import ModelConfig

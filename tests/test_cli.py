@@ -382,8 +382,8 @@ def test_model_widths_and_context_beside_a_checkpoint_are_refused(
 
 def test_the_recipe_note_says_what_the_term_and_the_precision_do(monkeypatch):
     from napari_numsnet.commands.common import _recipe_note
-    from napari_numsnet.config import PRESETS
     from napari_numsnet.engine import device as device_module
+    from napari_numsnet.presets import PRESETS
 
     fast = PRESETS["fast"].train
     monkeypatch.setattr(device_module, "cpu_computes_bf16", lambda: False)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_numsnet.config import PRESETS, PreprocessConfig, TrainConfig
+from napari_numsnet.config import PreprocessConfig, TrainConfig
 from napari_numsnet.data.context import context_indices, with_context
 from napari_numsnet.data.dataset import StackSample, TrainingStack
 from napari_numsnet.engine.batches import SliceSource, make_source
@@ -19,6 +19,7 @@ from napari_numsnet.engine.validation import evaluate_stacks
 from napari_numsnet.errors import NumsnetError
 from napari_numsnet.models import MODELS, SLICE_MODELS, create_model
 from napari_numsnet.models.base import ModelKind
+from napari_numsnet.presets import PRESETS
 from napari_numsnet.workflows.stacks import model_for_preset
 from toys import square_images
 

@@ -1,5 +1,5 @@
 """Imports point one way: the plugin and the command line -> workflows -> the core
-packages (engine, models, data, io, pseudolabel) -> config and errors (and the
+packages (engine, models, data, io, pseudolabel) -> config, presets and errors (and the
 fork-kill helper of `testing`, which imports nothing of the package)."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ PACKAGE = Path(napari_numsnet.__file__).parent
 #: from its own rank and below, never from a higher rank.
 RANKS = {
     "config": 0,
+    "presets": 0,
     "errors": 0,
     "testing": 0,
     "io": 1,

@@ -287,6 +287,37 @@ def test_sequence_runs_hold_neighbours_with_a_mask_and_a_random_offset():
     assert positions[2] == {0, 1, 2}  # clipped at the top of the stack
 
 
+def test_reversed_runs_go_either_way_with_labels_and_mask_following_the_images():
+    stack = whole_stack(n=12, annotated=(2, 6, 9))
+    stack.images[:] = np.arange(12, dtype=np.float32)[:, None, None]
+    stack.labels[:] = np.arange(12, dtype=np.uint8)[:, None, None] % 3
+    generator = torch.Generator().manual_seed(0)
+    orders = []
+    for _ in range(10):
+        for batch in SequenceSource([stack], run_length=4, reverse=True).epoch(generator):
+            index = [int(v) for v in batch.images[:, 0, 0, 0]]
+            step = 1 if index[1] > index[0] else -1
+            assert index == list(range(index[0], index[0] + 4 * step, step))  # consecutive
+            assert [int(v) for v in batch.labels[:, 0, 0]] == [i % 3 for i in index]
+            counted = [i for i, m in zip(index, batch.mask[:, 0, 0], strict=True) if m]
+            assert counted == [i for i in index if i in (2, 6, 9)]
+            orders.append(step)
+    assert 0.3 < orders.count(-1) / len(orders) < 0.7  # about half reversed
+    assert orders.count(-1) and orders.count(1)
+    plain = SequenceSource([stack], run_length=4).epoch(torch.Generator().manual_seed(0))
+    assert all(int(b.images[1, 0, 0, 0]) > int(b.images[0, 0, 0, 0]) for b in plain)
+
+
+@pytest.mark.parametrize("augment", [True, False])
+def test_the_trainer_reverses_runs_only_with_augmentation(tiny_config, augment):
+    from napari_numsnet.engine.trainer import _source_for
+
+    net = model_of(tiny_config, "numsnet")
+    source = _source_for(net, [whole_stack()], recipe(augment=augment, reverse_runs=True))
+    assert isinstance(source, SequenceSource) and source.reverse is augment
+    assert _source_for(net, [whole_stack()], recipe(augment=True)).reverse is False
+
+
 def test_sequence_runs_are_clamped_to_a_short_stack():
     stack = whole_stack(n=3, annotated=(1,))
     batch = next(iter(SequenceSource([stack], run_length=5).epoch(torch.Generator())))

@@ -32,14 +32,9 @@ from napari_numsnet.commands.common import (
 )
 from napari_numsnet.commands.predict import cmd_predict
 from napari_numsnet.commands.train import cmd_train
-from napari_numsnet.config import (
-    DEFAULT_MODEL,
-    PRESETS,
-    SamplingConfig,
-    default_preset,
-    get_preset,
-)
+from napari_numsnet.config import DEFAULT_MODEL, SamplingConfig
 from napari_numsnet.errors import NumsnetError
+from napari_numsnet.presets import PRESETS, default_preset, get_preset
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -285,8 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--direction",
         choices=["forward", "backward", "both"],
-        default="forward",
-        help="order of travel along the stack (NUMSnet family)",
+        help="order of travel along the stack (NUMSnet family; default: the checkpoint's, "
+        "both for a model trained on runs in both orders, else forward)",
     )
     p.add_argument("--batch-size", type=int, default=8, help="slices per forward pass")
     p.add_argument(

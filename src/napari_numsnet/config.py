@@ -8,7 +8,7 @@ can be stored in a checkpoint or a JSON file.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 Normalization = Literal["minmax", "zscore", "none"]
@@ -199,6 +199,11 @@ class TrainConfig(_Record):
         Flip each in-plane axis with probability 1/2 inside the affine, as nnU-Net
         mirrors (only where ``augment`` is on); pair it with test-time flips
         (:attr:`PredictConfig.mirror`).
+    reverse_runs
+        For the NUMSnet family: give each training run in descending slice order with
+        probability 1/2 (only where ``augment`` is on), so the slice fusion carries
+        features downwards as well as upwards; pair it with
+        ``PredictConfig.direction="both"``. The paper carries upwards only.
     semi_supervised
         Weight of FixMatch's consistency term on the unannotated slices of the training
         stacks (slice models with exclusive classes; 0: off). It starts after a fifth of
@@ -259,6 +264,7 @@ class TrainConfig(_Record):
     zoom: tuple[float, float] = (0.8, 1.0)
     intensity_augment: bool = False
     mirror: bool = False
+    reverse_runs: bool = False
     semi_supervised: float = 0.0
     semi_supervised_min_slices: int = 0
     confidence: float = 0.9
@@ -273,6 +279,11 @@ class TrainConfig(_Record):
     device: str = "auto"
     seed: int = 0
     preset: str = "paper"
+
+    @property
+    def prediction_direction(self) -> Direction:
+        """The direction a model trained so predicts in: ``both`` after reversed runs."""
+        return "both" if self.augment and self.reverse_runs else "forward"
 
 
 def step_budget(config: TrainConfig, annotated: int, steps_per_epoch: int) -> int:
@@ -297,6 +308,8 @@ class PredictConfig(_Record):
     direction
         Order of travel along the stack for the NUMSnet family: ``forward``
         (ascending slice index), ``backward`` or ``both`` (probabilities averaged).
+        ``None``: the checkpoint's own (:attr:`TrainConfig.prediction_direction`:
+        ``both`` for a model trained with reversed runs), ``forward`` for a bare model.
     batch_size
         Slices per forward pass; the result does not depend on it.
     threshold
@@ -314,95 +327,9 @@ class PredictConfig(_Record):
         trained with :attr:`TrainConfig.mirror`.
     """
 
-    direction: Direction = "forward"
+    direction: Direction | None = None
     batch_size: int = 8
     threshold: float = 0.5
     device: str = "auto"
     largest_component: tuple[int, ...] | None = None
     mirror: bool = False
-
-
-#: The semi-supervised term as measured (``benchmarks/README.md``): UniMatch's strong view
-#: with its confidence threshold, weight 1, once 30 slices are annotated.
-SEMI_SUPERVISED: dict[str, Any] = {
-    "semi_supervised": 1.0,
-    "strong_view": "unimatch",
-    "confidence": 0.95,
-    "semi_supervised_min_slices": 30,
-}
-
-
-@dataclass(frozen=True)
-class Preset:
-    """A named bundle of training, preprocessing and model-size settings.
-
-    ``width_scale`` multiplies the paper's widths of the chosen model (1 = the paper's
-    network; 0.5 has about a quarter of its parameters and trains ~10x faster on CPU).
-    ``context`` is the 2.5D input of the slice models (neighbouring slices on each side
-    as channels, :attr:`ModelConfig.context`); the other models ignore it.
-    """
-
-    name: str
-    train: TrainConfig = field(default_factory=TrainConfig)
-    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
-    width_scale: float = 1.0
-    context: int = 0
-
-
-PRESETS: dict[str, Preset] = {
-    # The NUMSnet paper, for fidelity: 256 x 256 slices, Adam at a constant 1e-3, batch 5,
-    # 60 epochs, BCE/2 + Dice, the last weights.
-    "paper": Preset(
-        name="paper",
-        train=TrainConfig(
-            epochs=60, batch_size=5, learning_rate=1e-3, keep_best=False, preset="paper"
-        ),
-        preprocess=PreprocessConfig(size=256),
-    ),
-    # The default on a CPU (benchmarks/README.md, section 0): half widths, 128 x 128
-    # slices, a step budget that grows with the annotation (150 steps a slice, 400 to
-    # 6,000: about half a minute for the CT sample's 3 slices on two cores, about 14
-    # minutes for ACDC's 148), warm-up and cosine decay, Dice + cross-entropy, the best
-    # validated weights, rotations to 0.5 rad and scaling by 0.7-1.4, bfloat16 where the
-    # CPU computes it, and from 30 annotated slices on the semi-supervised term (UniMatch's
-    # strong view); the NUMSnet family trains on runs of 4 consecutive slices.
-    "fast": Preset(
-        name="fast",
-        train=TrainConfig(
-            steps=6000,
-            steps_per_slice=150,
-            min_steps=400,
-            batch_size=2,
-            run_length=4,  # NUMSnet: +0.031 Dice over runs of 2 on the CT sample, 3 of 3 seeds
-            learning_rate=1e-3,
-            schedule="cosine",
-            warmup_steps=20,
-            loss="dice_ce",
-            rotation=0.5,
-            zoom=(0.7, 1.4),
-            cpu_bf16=True,
-            amp=False,
-            preset="fast",
-            **SEMI_SUPERVISED,
-        ),
-        preprocess=PreprocessConfig(size=128),
-        width_scale=0.5,
-    ),
-}
-
-
-def default_preset(device_type: str) -> str:
-    """The preset a run takes unless told: ``paper`` on a GPU, ``fast`` elsewhere."""
-    return "paper" if device_type == "cuda" else "fast"
-
-
-def get_preset(name: str) -> Preset:
-    """Return the preset called ``name``; an unknown name lists the valid ones."""
-    try:
-        return PRESETS[name]
-    except KeyError:
-        from napari_numsnet.errors import NumsnetError
-
-        raise NumsnetError(
-            f"Unknown preset {name!r}.", f"Choose one of: {', '.join(sorted(PRESETS))}."
-        ) from None

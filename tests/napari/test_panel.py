@@ -152,8 +152,9 @@ def test_a_deleted_panel_leaves_the_viewer_working(panel, qtbot):
 
 
 def test_presets_set_the_width_scale_and_the_default_model_is_the_benchmarks_choice(panel):
-    from napari_numsnet.config import DEFAULT_MODEL, PRESETS
+    from napari_numsnet.config import DEFAULT_MODEL
     from napari_numsnet.models import get_spec
+    from napari_numsnet.presets import PRESETS
 
     _, widget = panel
     tab = widget.train_tab

@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 
 from napari_numsnet import pipeline
-from napari_numsnet.config import PRESETS, SEMI_SUPERVISED, PreprocessConfig, TrainConfig
+from napari_numsnet.config import PreprocessConfig, TrainConfig
 from napari_numsnet.engine import step as step_module
+from napari_numsnet.presets import PRESETS, SEMI_SUPERVISED
 
 pytestmark = pytest.mark.gui
 

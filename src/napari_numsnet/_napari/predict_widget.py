@@ -22,6 +22,7 @@ from qtpy.QtWidgets import (
 
 from napari_numsnet.errors import NumsnetError
 from napari_numsnet.models import get_spec
+from napari_numsnet.models.base import ModelKind
 from napari_numsnet.workflows.cascade import Cascade
 from napari_numsnet.workflows.retrain import DEFAULT_BUDGET_STEPS, RetrainResult
 
@@ -54,6 +55,10 @@ class PredictWidget(QWidget):
         self.stop = QSpinBox()
         self.direction = QComboBox()
         self.direction.addItems(DIRECTIONS)
+        self.direction.setToolTip(
+            "Order in which NUMSnet-family models carry features along the stack; a model "
+            "trained on runs in both orders predicts best with both averaged."
+        )
         self.probabilities = QCheckBox("per-class probability layers")
         self.largest = QListWidget()
         self.largest.setToolTip(
@@ -232,6 +237,9 @@ class PredictWidget(QWidget):
         if checkpoint is not None and checkpoint is not self._ticked_for:
             self._ticked_for = checkpoint
             self._tick(checkpoint.largest_component)
+            self.direction.setCurrentText(checkpoint.direction)  # its trained direction
+            kind = get_spec(checkpoint.model_config.name).kind
+            self.direction.setEnabled(kind is ModelKind.SEQUENCE)
         if checkpoint is None:
             self.model_label.setText("No trained model yet.")
         else:

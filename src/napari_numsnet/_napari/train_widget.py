@@ -19,12 +19,13 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_numsnet.config import DEFAULT_MODEL, PRESETS, SEMI_SUPERVISED, ModelConfig
+from napari_numsnet.config import DEFAULT_MODEL, ModelConfig
 from napari_numsnet.engine import threads as thread_policy
 from napari_numsnet.engine.device import available_devices, describe_device, select_device
 from napari_numsnet.engine.events import TrainEvent, TrainState
 from napari_numsnet.errors import NumsnetError
 from napari_numsnet.models import MODELS, SLICE_MODELS, get_spec, list_models, scaled_widths
+from napari_numsnet.presets import PRESETS, SEMI_SUPERVISED
 
 from .errors import reported
 from .plot import TrainingPlot

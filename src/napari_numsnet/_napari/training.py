@@ -23,17 +23,12 @@ from napari.layers import Image, Labels
 from psygnal import Signal
 
 from napari_numsnet import pipeline
-from napari_numsnet.config import (
-    DEFAULT_MODEL,
-    PRESETS,
-    ModelConfig,
-    PreprocessConfig,
-    TrainConfig,
-)
+from napari_numsnet.config import DEFAULT_MODEL, ModelConfig, PreprocessConfig, TrainConfig
 from napari_numsnet.engine import threads as thread_policy
 from napari_numsnet.engine.checkpoint import Checkpoint, load_checkpoint
 from napari_numsnet.engine.events import TrainEvent, TrainState
 from napari_numsnet.errors import NumsnetError
+from napari_numsnet.presets import PRESETS
 from napari_numsnet.workflows.cascade import Cascade, load_predictor, train_cascade
 from napari_numsnet.workflows.retrain import DEFAULT_BUDGET_STEPS, RetrainResult, retrain
 

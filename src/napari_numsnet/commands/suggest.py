@@ -94,7 +94,7 @@ def cmd_suggest(args: argparse.Namespace) -> int:
         annotated,
         args.score,
         args.weighting,
-        PredictConfig(device=args.device),
+        PredictConfig(device=args.device, direction=checkpoint.direction),
     )
     seconds = time.perf_counter() - start
     top = None if args.top <= 0 else args.top

@@ -16,15 +16,11 @@ from napari_numsnet.commands.common import (
     _recipe_note,
     _with_budget,
 )
-from napari_numsnet.config import (
-    DEFAULT_MODEL,
-    PRESETS,
-    default_preset,
-    get_preset,
-)
+from napari_numsnet.config import DEFAULT_MODEL
 from napari_numsnet.data.slices import annotated_slices
 from napari_numsnet.engine.device import select_device
 from napari_numsnet.errors import NumsnetError
+from napari_numsnet.presets import PRESETS, default_preset, get_preset
 
 
 def cmd_train(args: argparse.Namespace) -> int:

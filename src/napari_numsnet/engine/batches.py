@@ -174,6 +174,9 @@ class SequenceSource:
     epoch), other annotated slices that fall into the run count too, and the unannotated
     ones are seen by the slice fusion but kept out of the loss by the mask. Only the
     run's first slice is fused with itself, as the first slice of a stack is at inference.
+    With ``reverse`` each run is given in descending order with probability 1/2, so the
+    fusion learns to carry features downwards as well as upwards (pair it with
+    ``PredictConfig.direction="both"``).
 
     Parameters
     ----------
@@ -182,12 +185,20 @@ class SequenceSource:
         runs are then runs of annotated slices, as in the paper).
     run_length
         Slices per run (the batch size); a shorter stack gives a shorter run.
+    reverse
+        Reverse each run's order with probability 1/2.
     """
 
-    def __init__(self, stacks: Sequence[StackSample | TrainingStack], run_length: int) -> None:
+    def __init__(
+        self,
+        stacks: Sequence[StackSample | TrainingStack],
+        run_length: int,
+        reverse: bool = False,
+    ) -> None:
         self.samples = [as_stack_sample(s) for s in stacks]
         _check(self.samples)
         self.batch_size = run_length
+        self.reverse = reverse
         self._targets = [
             (i, int(z)) for i, s in enumerate(self.samples) for z in np.flatnonzero(s.annotated)
         ]
@@ -208,9 +219,12 @@ class SequenceSource:
             index, z = self._targets[k]
             start, stop = self.run_bounds(index, z, generator)
             sample = self.samples[index]
-            images = torch.from_numpy(np.ascontiguousarray(sample.images[start:stop]))[:, None]
-            labels = torch.from_numpy(np.ascontiguousarray(sample.labels[start:stop]))
-            annotated = torch.from_numpy(sample.annotated[start:stop].copy())
+            run = slice(start, stop)
+            if self.reverse and bool(torch.rand(1, generator=generator) < 0.5):
+                run = slice(stop - 1, start - 1 if start else None, -1)
+            images = torch.from_numpy(np.ascontiguousarray(sample.images[run]))[:, None]
+            labels = torch.from_numpy(np.ascontiguousarray(sample.labels[run]))
+            annotated = torch.from_numpy(sample.annotated[run].copy())
             mask = annotated[:, None, None].expand_as(labels).clone()
             yield Batch(images, labels, mask=mask, ordered=True)
 
@@ -259,13 +273,14 @@ def make_source(
     depth: int = 16,
     unlabelled_per_batch: int = 0,
     context: int = 0,
+    reverse_runs: bool = False,
 ) -> BatchSource:
     """The batch source for a model of ``kind``.
 
     ``batch_size`` is clamped to the number of annotated slices for slice and 3D models
     (a stack with 3 annotated slices trains with batches of 3, not an error); for the
     NUMSnet family it is the run length, clamped by each stack's length. ``context``
-    (2.5D input) is for slice models only.
+    (2.5D input) is for slice models only, ``reverse_runs`` for the NUMSnet family only.
     """
     n = annotated_count(stacks)
     if n == 0:
@@ -278,7 +293,7 @@ def make_source(
             f"Batch size {batch_size} is below 1.", "Use a batch size of 1 or more."
         )
     if kind is ModelKind.SEQUENCE:
-        return SequenceSource(stacks, batch_size)
+        return SequenceSource(stacks, batch_size, reverse_runs)
     if kind is ModelKind.VOLUME:
         samples = [as_stack_sample(s) for s in stacks]
         return SubvolumeSource(samples, min(batch_size, n), depth)

@@ -17,7 +17,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from napari_numsnet.config import ModelConfig, PreprocessConfig, TrainConfig
+from napari_numsnet.config import Direction, ModelConfig, PreprocessConfig, TrainConfig
 from napari_numsnet.errors import NumsnetError, ResourceError, resource_error
 from napari_numsnet.io.atomic import atomic_path, remove_own_temporaries, write_fully
 from napari_numsnet.io.resources import check_allocation
@@ -75,6 +75,15 @@ class Checkpoint:
         """
         choice = self.record.get("largest_component") or {}
         return tuple(int(v) for v in choice.get("classes", ()))
+
+    @property
+    def direction(self) -> Direction:
+        """The direction of travel it predicts in unless told otherwise: ``both`` when it
+        was trained with reversed runs (:attr:`TrainConfig.reverse_runs`), else ``forward``.
+        """
+        if self.train_config is None:
+            return "forward"
+        return self.train_config.prediction_direction
 
     def build_model(self) -> nn.Module:
         """The model with these weights, on the CPU, in eval mode.

@@ -73,7 +73,8 @@ def predict_stack(
     images
         ``(Z, S, S)`` float32, preprocessed slices in ascending stack order.
     config
-        Direction of travel (forward, backward, or both averaged) and chunk size.
+        Direction of travel (forward, backward, or both averaged; ``None``: forward) and
+        chunk size.
     device
         Device to run on; ``None`` chooses from ``config.device``.
     slices
@@ -118,17 +119,16 @@ def predict_stack(
     else:
         x = torch.from_numpy(stack)[:, None]
     directions = {"forward": [False], "backward": [True], "both": [False, True]}
-    if config.direction not in directions:
-        raise NumsnetError(
-            f"Unknown direction {config.direction!r}.", "Use forward, backward or both."
-        )
+    direction = config.direction or "forward"  # a bare model has no trained preference
+    if direction not in directions:
+        raise NumsnetError(f"Unknown direction {direction!r}.", "Use forward, backward or both.")
     if model.kind is not ModelKind.SEQUENCE:
-        directions[config.direction] = [False]  # order does not matter: one pass is enough
+        directions[direction] = [False]  # order does not matter: one pass is enough
     # Test-time flips: in-plane axes of (Z, C, H, W) flipped before and after a pass.
     flips: list[tuple[int, ...]] = [(), (-1,), (-2,), (-2, -1)] if config.mirror else [()]
     total = None
     with torch.inference_mode():
-        for backward in directions[config.direction]:
+        for backward in directions[direction]:
             ordered = x.flip(0) if backward else x
             for axes in flips:
                 seq = ordered.flip(axes) if axes else ordered
@@ -137,7 +137,7 @@ def predict_stack(
                 prob = prob.flip(0) if backward else prob
                 total = prob if total is None else total + prob
     assert total is not None
-    passes = len(directions[config.direction]) * len(flips)
+    passes = len(directions[direction]) * len(flips)
     model.train(was_training)
     return (total / passes).permute(1, 0, 2, 3).numpy().astype(np.float32, copy=False)
 

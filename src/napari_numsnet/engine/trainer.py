@@ -123,7 +123,8 @@ def _source_for(
     batch = config.batch_size
     if kind is ModelKind.SEQUENCE and config.run_length > 0:
         batch = config.run_length
-    return make_source(kind, stacks, batch, depth, unlabelled, net.config.context)
+    reverse = config.augment and config.reverse_runs
+    return make_source(kind, stacks, batch, depth, unlabelled, net.config.context, reverse)
 
 
 def fit(
@@ -244,7 +245,10 @@ def fit(
         elapsed = time.perf_counter() - window_start
         evaluate = val_stacks or distributed.active()  # a collective: all take part
         with average.swapped_in(net) if average else contextlib.nullcontext():
-            val_dice = evaluate_stacks(net, val_stacks, names, device) if evaluate else {}
+            direction = config.prediction_direction  # validated as it will predict
+            val_dice = (
+                evaluate_stacks(net, val_stacks, names, device, direction) if evaluate else {}
+            )
         score = foreground_score(val_dice, names, cfg.exclusive)
         entry = {
             "epoch": epoch,

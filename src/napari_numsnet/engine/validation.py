@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from napari_numsnet.config import PredictConfig
+from napari_numsnet.config import Direction, PredictConfig
 from napari_numsnet.data.dataset import StackSample, TrainingStack
 from napari_numsnet.engine import distributed
 from napari_numsnet.engine.metrics import SegmentationMetrics, num_label_values
@@ -41,12 +41,14 @@ def evaluate_stacks(
     stacks: Sequence[StackSample | TrainingStack],
     names: Sequence[str],
     device: torch.device,
+    direction: Direction = "forward",
 ) -> dict[str, float]:
     """Dice per class of ``model`` on preprocessed, labelled ``stacks`` (validation).
 
     ``names`` has one entry per label value, background first; classes absent from
     both prediction and reference are left out. Sequence and 3D models predict each
-    whole stack in order, as at inference, and are scored on its annotated slices.
+    whole stack in order (``direction``, as at inference), and are scored on its
+    annotated slices.
     """
     cfg = model.config
     metrics = SegmentationMetrics(num_label_values(cfg.num_classes, cfg.exclusive), names)
@@ -62,7 +64,7 @@ def evaluate_stacks(
             # Slices are independent: predict only the ones that are scored (with their
             # neighbours as context where the model takes it).
             slices, labels = np.flatnonzero(stack.annotated), labels[stack.annotated]
-        config = PredictConfig(batch_size=8)
+        config = PredictConfig(direction=direction, batch_size=8)
         prob = predict_stack(model, images, config, device=device, slices=slices)
         predicted = probabilities_to_labels(prob, cfg.exclusive)
         if isinstance(stack, StackSample) and model.kind is not ModelKind.SLICE:
@@ -81,7 +83,10 @@ def evaluate_stacks(
 
 
 def choose_postprocessing(
-    model: nn.Module, stacks: Sequence[StackSample], device: torch.device
+    model: nn.Module,
+    stacks: Sequence[StackSample],
+    device: torch.device,
+    direction: Direction = "forward",
 ) -> ComponentChoice:
     """The classes whose largest 3D component alone is to be kept, chosen on ``stacks``.
 
@@ -93,7 +98,8 @@ def choose_postprocessing(
     cfg = model.config
     predicted, reference, scored = [], [], []
     for stack in stacks:
-        prob = predict_stack(model, stack.images, PredictConfig(batch_size=8), device=device)
+        config = PredictConfig(direction=direction, batch_size=8)
+        prob = predict_stack(model, stack.images, config, device=device)
         predicted.append(probabilities_to_labels(prob, cfg.exclusive))
         reference.append(stack.labels)
         scored.append(np.asarray(stack.annotated, dtype=bool))

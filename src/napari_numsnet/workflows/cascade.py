@@ -20,7 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_numsnet.config import ModelConfig, PredictConfig, PreprocessConfig, TrainConfig
+from napari_numsnet.config import (
+    Direction,
+    ModelConfig,
+    PredictConfig,
+    PreprocessConfig,
+    TrainConfig,
+)
 from napari_numsnet.engine.checkpoint import (
     Checkpoint,
     checkpoint_bytes,
@@ -70,6 +76,11 @@ class Cascade:
     def largest_component(self) -> tuple[int, ...]:
         """Stage 2's validated choice of classes reduced to their largest component."""
         return self.inner.largest_component
+
+    @property
+    def direction(self) -> Direction:
+        """Stage 2's direction of travel (the region stage predicts in its own)."""
+        return self.inner.direction
 
     def describe(self) -> str:
         """``cascade raiunet -> raiunet``: the two stages' models."""

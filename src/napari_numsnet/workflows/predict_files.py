@@ -18,7 +18,7 @@ from napari_numsnet.io.atomic import atomic_path
 from napari_numsnet.io.labels import write_labels
 from napari_numsnet.io.naming import labels_name, probabilities_path
 from napari_numsnet.io.volume import EXTENSIONS, read_volume
-from napari_numsnet.workflows.prediction import with_postprocessing
+from napari_numsnet.workflows.prediction import with_checkpoint_defaults
 
 #: Window applied to CT in Hounsfield units before min-max scaling (HU).
 
@@ -97,7 +97,7 @@ def make_predictor(
     through its ``predict(image, config, probabilities)``."""
     if isinstance(checkpoint, Checkpoint):
         model = checkpoint.build_model()
-        config = with_postprocessing(config, checkpoint)
+        config = with_checkpoint_defaults(config, checkpoint)
 
         def run(image: np.ndarray) -> Prediction:
             return predict_volume(

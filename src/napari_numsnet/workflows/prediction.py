@@ -57,17 +57,20 @@ def predict(
         model,
         image,
         checkpoint.preprocess,
-        with_postprocessing(config, checkpoint),
+        with_checkpoint_defaults(config, checkpoint),
         slice_range,
         return_probabilities=probabilities,
     )
 
 
-def with_postprocessing(config: PredictConfig, checkpoint: Checkpoint) -> PredictConfig:
-    """``config`` with the checkpoint's own choice of largest components where it has none."""
-    if config.largest_component is not None:
-        return config
-    return config.replace(largest_component=checkpoint.largest_component)
+def with_checkpoint_defaults(config: PredictConfig, checkpoint: Checkpoint) -> PredictConfig:
+    """``config`` with the checkpoint's own choices where it leaves them open (``None``):
+    the classes reduced to their largest component, and the direction of travel."""
+    if config.largest_component is None:
+        config = config.replace(largest_component=checkpoint.largest_component)
+    if config.direction is None:
+        config = config.replace(direction=checkpoint.direction)
+    return config
 
 
 def evaluate(

@@ -93,7 +93,7 @@ def _validation_dice(checkpoint: Checkpoint, val: list[StackSample]) -> dict[str
     cfg = checkpoint.model_config
     device = select_device(checkpoint.train_config.device if checkpoint.train_config else "cpu")
     names = label_names(checkpoint.class_names, cfg.num_classes, cfg.exclusive)
-    return evaluate_stacks(model, val, names, device)
+    return evaluate_stacks(model, val, names, device, checkpoint.direction)
 
 
 def _budget(base: TrainConfig, steps: int, learning_rate_factor: float) -> TrainConfig:

@@ -13,13 +13,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from napari_numsnet.config import ModelConfig, PreprocessConfig, Preset, SamplingConfig
+from napari_numsnet.config import ModelConfig, PreprocessConfig, SamplingConfig
 from napari_numsnet.data.dataset import StackSample, validate_pair
 from napari_numsnet.data.hounsfield import looks_like_hounsfield
 from napari_numsnet.data.preprocess import Preprocessor
 from napari_numsnet.data.slices import SliceSplit, annotated_slices, select_slices
 from napari_numsnet.errors import NumsnetError
 from napari_numsnet.models import SLICE_MODELS, get_spec, scaled_widths
+from napari_numsnet.presets import Preset
 
 #: Window applied to CT in Hounsfield units before min-max scaling (HU).
 CT_WINDOW = (-1000.0, 1000.0)

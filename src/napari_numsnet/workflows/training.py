@@ -133,7 +133,12 @@ def train(
     }
     if val_data and not distributed.active():  # under torchrun each process holds a shard
         result.record["largest_component"] = _component_record(
-            choose_postprocessing(result.model, val_data, select_device(training.device)),
+            choose_postprocessing(
+                result.model,
+                val_data,
+                select_device(training.device),
+                training.prediction_direction,
+            ),
             classes.names,
         )
         result.model.cpu()
