@@ -353,7 +353,7 @@ def test_train_says_the_run_length_of_numsnet(nifti_pair, tmp_path, capsys):
         "--output", tmp_path / "m.numsnet.pt", *TINY,
     )  # fmt: skip
     assert status == 0, err
-    assert "model numsnet; preset fast: 1 epochs, runs of 4 slices" in out
+    assert "model numsnet; preset fast: 1 epochs, runs of 4 slices, in both orders" in out
 
 
 def test_train_without_annotated_says_every_labelled_slice_counts(nifti_pair, tmp_path, capsys):

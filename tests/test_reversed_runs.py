@@ -12,6 +12,8 @@ from napari_numsnet.config import ModelConfig, PredictConfig, PreprocessConfig, 
 from napari_numsnet.engine import validation
 from napari_numsnet.engine.checkpoint import Checkpoint
 from napari_numsnet.io.classes import ClassTable
+from napari_numsnet.models import MODELS
+from napari_numsnet.models.base import ModelKind
 from napari_numsnet.presets import PRESETS
 from napari_numsnet.workflows.cascade import Cascade
 from napari_numsnet.workflows.prediction import with_checkpoint_defaults
@@ -40,6 +42,10 @@ def train(name: str = "numsnet", **changes) -> Checkpoint:
     )
 
 
+SEQUENCE_MODELS = [name for name, spec in MODELS.items() if spec.kind is ModelKind.SEQUENCE]
+
+
+@pytest.mark.parametrize("name", SEQUENCE_MODELS)
 @pytest.mark.parametrize(
     ("changes", "direction"),
     [
@@ -48,9 +54,9 @@ def train(name: str = "numsnet", **changes) -> Checkpoint:
         (dict(reverse_runs=True, augment=False), "forward"),  # no augmentation, no reversal
     ],
 )
-def test_the_checkpoint_predicts_in_the_direction_it_was_trained_for(changes, direction):
+def test_the_checkpoint_predicts_in_the_direction_it_was_trained_for(name, changes, direction):
     assert TrainConfig(**changes).prediction_direction == direction
-    checkpoint = train(**changes)
+    checkpoint = train(name, **changes)
     assert checkpoint.direction == direction
     assert with_checkpoint_defaults(CPU, checkpoint).direction == direction
     assert with_checkpoint_defaults(CPU.replace(direction="backward"), checkpoint).direction == (

@@ -56,7 +56,8 @@ PRESETS: dict[str, Preset] = {
     # minutes for ACDC's 148), warm-up and cosine decay, Dice + cross-entropy, the best
     # validated weights, rotations to 0.5 rad and scaling by 0.7-1.4, bfloat16 where the
     # CPU computes it, and from 30 annotated slices on the semi-supervised term (UniMatch's
-    # strong view); the NUMSnet family trains on runs of 4 consecutive slices.
+    # strong view); the NUMSnet family trains on runs of 4 consecutive slices in either
+    # order and predicts with both directions averaged.
     "fast": Preset(
         name="fast",
         train=TrainConfig(
@@ -65,6 +66,7 @@ PRESETS: dict[str, Preset] = {
             min_steps=400,
             batch_size=2,
             run_length=4,  # NUMSnet: +0.031 Dice over runs of 2 on the CT sample, 3 of 3 seeds
+            reverse_runs=True,  # NUMSnet: better in 5 of 6 seeds on the CT sample (README)
             learning_rate=1e-3,
             schedule="cosine",
             warmup_steps=20,
