@@ -281,9 +281,14 @@ class TrainConfig(_Record):
     preset: str = "paper"
 
     @property
+    def runs_reversed(self) -> bool:
+        """Whether training reverses runs: ``reverse_runs`` with augmentation on."""
+        return self.augment and self.reverse_runs
+
+    @property
     def prediction_direction(self) -> Direction:
         """The direction a model trained so predicts in: ``both`` after reversed runs."""
-        return "both" if self.augment and self.reverse_runs else "forward"
+        return "both" if self.runs_reversed else "forward"
 
 
 def step_budget(config: TrainConfig, annotated: int, steps_per_epoch: int) -> int:

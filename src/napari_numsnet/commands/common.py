@@ -33,7 +33,7 @@ def _batch_note(model_name: str, training, annotated: int) -> str:
     from napari_numsnet.models.base import ModelKind
 
     if get_spec(model_name).kind is ModelKind.SEQUENCE:
-        both = ", in both orders" if training.prediction_direction == "both" else ""
+        both = ", in both orders" if training.runs_reversed else ""
         return f"runs of {training.run_length or training.batch_size} slices{both}"
     return f"batch {min(training.batch_size, max(annotated, 1))}"
 

@@ -219,12 +219,12 @@ class SequenceSource:
             index, z = self._targets[k]
             start, stop = self.run_bounds(index, z, generator)
             sample = self.samples[index]
-            run = slice(start, stop)
+            run = np.arange(start, stop)
             if self.reverse and bool(torch.rand(1, generator=generator) < 0.5):
-                run = slice(stop - 1, start - 1 if start else None, -1)
-            images = torch.from_numpy(np.ascontiguousarray(sample.images[run]))[:, None]
-            labels = torch.from_numpy(np.ascontiguousarray(sample.labels[run]))
-            annotated = torch.from_numpy(sample.annotated[run].copy())
+                run = run[::-1]
+            images = torch.from_numpy(sample.images[run])[:, None]  # indexing copies
+            labels = torch.from_numpy(sample.labels[run])
+            annotated = torch.from_numpy(sample.annotated[run])
             mask = annotated[:, None, None].expand_as(labels).clone()
             yield Batch(images, labels, mask=mask, ordered=True)
 

@@ -123,8 +123,9 @@ def _source_for(
     batch = config.batch_size
     if kind is ModelKind.SEQUENCE and config.run_length > 0:
         batch = config.run_length
-    reverse = config.augment and config.reverse_runs
-    return make_source(kind, stacks, batch, depth, unlabelled, net.config.context, reverse)
+    return make_source(
+        kind, stacks, batch, depth, unlabelled, net.config.context, config.runs_reversed
+    )
 
 
 def fit(
