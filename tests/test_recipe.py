@@ -103,7 +103,7 @@ def scripted_validation(monkeypatch, scores):
     """Make validation return ``scores`` in turn and remember the weights it saw."""
     seen: list[dict[str, torch.Tensor]] = []
 
-    def evaluate(model, stacks, names, device, direction="forward"):
+    def evaluate(model, stacks, names, device, direction="forward", predictions=None):
         seen.append({k: v.detach().clone() for k, v in model.state_dict().items()})
         return {"background": 1.0, "square": scores[len(seen) - 1]}
 

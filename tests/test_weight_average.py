@@ -98,7 +98,7 @@ def test_validation_scores_the_average_and_keeps_it_as_the_best(
     validated: list[dict[str, torch.Tensor]] = []
     scores = iter([0.2, 0.9, 0.1])
 
-    def evaluate(model, stacks, names, device, direction="forward"):
+    def evaluate(model, stacks, names, device, direction="forward", predictions=None):
         validated.append({k: v.detach().clone() for k, v in model.state_dict().items()})
         return {"background": 1.0, "square": next(scores)}
 

@@ -54,6 +54,8 @@ from napari_numsnet.engine.validation import (
     evaluate_stacks,
     foreground_score,
     label_names,
+    stacks_showing,
+    uncovered_classes,
 )
 from napari_numsnet.engine.volumetric import window_depth
 from napari_numsnet.models.base import ModelKind
@@ -156,7 +158,10 @@ def fit(
         optimiser, schedule, loss, augmentation, validation cadence, device.
     val_stacks
         Validation slices; their Dice per class is reported at every validation and, with
-        ``keep_best``, the best weights are the ones returned.
+        ``keep_best``, the best weights are the ones returned. A class annotated on
+        training slices that no validation slice shows is scored on its training slices
+        for that choice (``record["scored_on_training_slices"]``, and ``"train_dice"`` in
+        each validation round), so that the choice cannot forget it unnoticed.
     class_names
         One name per label value (background first for exclusive classes).
     callback
@@ -230,6 +235,10 @@ def fit(
         record["semi_supervised_skipped"] = term_skipped
     elif config.semi_supervised > 0:  # a resumed run may have waited for it before
         record.pop("semi_supervised_skipped", None)
+    uncovered = uncovered_classes(train_stacks, val_stacks or [], names, cfg.exclusive)
+    coverage = stacks_showing(train_stacks, uncovered, names) if uncovered else []
+    if uncovered:
+        record["scored_on_training_slices"] = uncovered
     emit = callback or (lambda event: None)
     stop = stop_event or threading.Event()
     emit(TrainEvent("start", 0, 0, total, message=f"training on {record['device']}"))
@@ -247,15 +256,25 @@ def fit(
         evaluate = val_stacks or distributed.active()  # a collective: all take part
         with average.swapped_in(net) if average else contextlib.nullcontext():
             direction = config.prediction_direction  # validated as it will predict
+            predictions: dict[int, np.ndarray] = {}  # a stack shared by both: predicted once
             val_dice = (
-                evaluate_stacks(net, val_stacks, names, device, direction) if evaluate else {}
+                evaluate_stacks(net, val_stacks, names, device, direction, predictions)
+                if evaluate
+                else {}
             )
-        score = foreground_score(val_dice, names, cfg.exclusive)
+            train_dice = (
+                evaluate_stacks(net, coverage, names, device, direction, predictions)
+                if uncovered
+                else {}
+            )
+        train_dice = {k: v for k, v in train_dice.items() if k in uncovered}
+        score = foreground_score(val_dice, names, cfg.exclusive, train_dice)
         entry = {
             "epoch": epoch,
             "step": int(record.get("steps_done", 0)) + step,
             "loss": float(distributed.all_reduce(np.mean(losses), "mean")),
             "val_dice": val_dice,
+            **({"train_dice": train_dice} if uncovered else {}),
             "lr": optimizer.param_groups[0]["lr"],
             "seconds": elapsed,
             "slices_per_second": seen / max(elapsed, 1e-9),

@@ -1,5 +1,11 @@
 """Validation: Dice per class of the held-out annotated slices, during training, and the
-post-processing those slices choose after it."""
+post-processing those slices choose after it.
+
+A class annotated on training slices but shown by no validation slice (the lungs of a CT
+stack whose one held-out slice lies below them) would be invisible to the choice of the
+best weights; such classes are scored on their training slices instead
+(:func:`uncovered_classes`), so that no annotated class can be forgotten unnoticed.
+"""
 
 from __future__ import annotations
 
@@ -29,11 +35,64 @@ def label_names(names: Sequence[str] | None, num_classes: int, exclusive: bool) 
     ]
 
 
-def foreground_score(val_dice: dict[str, float], names: Sequence[str], exclusive: bool) -> float:
-    """Mean validation Dice over the classes, the background left out; NaN if none."""
+def foreground_score(
+    val_dice: dict[str, float],
+    names: Sequence[str],
+    exclusive: bool,
+    train_dice: dict[str, float] | None = None,
+) -> float:
+    """Mean Dice over the classes, the background left out; NaN if none.
+
+    ``train_dice`` holds the classes no validation slice shows, scored on their training
+    slices (:func:`uncovered_classes`); each of its entries counts as one more class. A
+    class in both (predicted on a validation slice that does not show it) counts twice:
+    its false positives there and how it is learned.
+    """
     skip = {names[0]} if exclusive and names else set()
-    values = [v for k, v in val_dice.items() if k not in skip]
+    scores = list(val_dice.items()) + list((train_dice or {}).items())
+    values = [v for k, v in scores if k not in skip]
     return float(np.mean(values)) if values else float("nan")
+
+
+def annotated_values(stacks: Sequence[StackSample | TrainingStack], k: int) -> np.ndarray:
+    """``(k,)`` bool: which label values ``0 .. k-1`` the annotated slices of ``stacks`` show."""
+    shown = np.zeros(k, dtype=bool)
+    for stack in stacks:
+        labels = stack.labels[stack.annotated] if isinstance(stack, StackSample) else stack.labels
+        values = np.unique(labels)
+        shown[values[(values >= 0) & (values < k)]] = True
+    return shown
+
+
+def uncovered_classes(
+    train_stacks: Sequence[StackSample | TrainingStack],
+    val_stacks: Sequence[StackSample | TrainingStack],
+    names: Sequence[str],
+    exclusive: bool,
+) -> list[str]:
+    """The classes annotated on training slices that no validation slice shows.
+
+    Empty without validation slices (the last weights are kept then, so nothing is
+    chosen). Under torchrun the slices of every process count.
+    """
+    k = len(names)
+    trained = annotated_values(train_stacks, k).astype(np.float64)
+    validated = annotated_values(val_stacks, k).astype(np.float64)
+    if distributed.active():
+        trained = distributed.all_reduce(trained, "sum")
+        validated = distributed.all_reduce(validated, "sum")
+    if not validated.any():
+        return []
+    first = 1 if exclusive else 0  # the background of exclusive classes is never scored
+    return [names[v] for v in range(first, k) if trained[v] > 0 and validated[v] == 0]
+
+
+def stacks_showing(
+    stacks: Sequence[StackSample | TrainingStack], classes: Sequence[str], names: Sequence[str]
+) -> list[StackSample | TrainingStack]:
+    """The stacks among ``stacks`` whose annotated slices show one of ``classes``."""
+    wanted = np.isin(np.arange(len(names)), [names.index(c) for c in classes])
+    return [s for s in stacks if (annotated_values([s], len(names)) & wanted).any()]
 
 
 def evaluate_stacks(
@@ -42,6 +101,7 @@ def evaluate_stacks(
     names: Sequence[str],
     device: torch.device,
     direction: Direction = "forward",
+    predictions: dict[int, np.ndarray] | None = None,
 ) -> dict[str, float]:
     """Dice per class of ``model`` on preprocessed, labelled ``stacks`` (validation).
 
@@ -49,6 +109,10 @@ def evaluate_stacks(
     both prediction and reference are left out. Sequence and 3D models predict each
     whole stack in order (``direction``, as at inference), and are scored on its
     annotated slices.
+
+    ``predictions``, when given, keeps each whole-stack prediction by the identity of
+    its image array, so that a second call with the same weights (the training slices of
+    the same stacks) reuses it instead of predicting the stack again.
     """
     cfg = model.config
     metrics = SegmentationMetrics(num_label_values(cfg.num_classes, cfg.exclusive), names)
@@ -64,9 +128,15 @@ def evaluate_stacks(
             # Slices are independent: predict only the ones that are scored (with their
             # neighbours as context where the model takes it).
             slices, labels = np.flatnonzero(stack.annotated), labels[stack.annotated]
-        config = PredictConfig(direction=direction, batch_size=8)
-        prob = predict_stack(model, images, config, device=device, slices=slices)
-        predicted = probabilities_to_labels(prob, cfg.exclusive)
+        key = id(images)
+        if slices is None and predictions is not None and key in predictions:
+            predicted = predictions[key]
+        else:
+            config = PredictConfig(direction=direction, batch_size=8)
+            prob = predict_stack(model, images, config, device=device, slices=slices)
+            predicted = probabilities_to_labels(prob, cfg.exclusive)
+            if slices is None and predictions is not None:
+                predictions[key] = predicted
         if isinstance(stack, StackSample) and model.kind is not ModelKind.SLICE:
             # The whole stack is predicted in order (context), scored where annotated.
             predicted, labels = predicted[stack.annotated], labels[stack.annotated]
