@@ -81,6 +81,8 @@ def base_parser(description: str) -> argparse.ArgumentParser:
 RECIPE_OPTIONS = (
     "rotation",
     "zoom",
+    "run_rotation",
+    "run_zoom",
     "cpu_bf16",
     "reverse_runs",
     "semi_supervised",
@@ -101,6 +103,18 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
         type=lambda text: tuple(float(v) for v in text.split(",")),
         default=None,
         help="the affine's scale range LOW,HIGH (below 1 magnifies)",
+    )
+    parser.add_argument(
+        "--run-rotation",
+        type=float,
+        default=None,
+        help="NUMSnet family: the affine's rotation half-range for a run of slices, radians",
+    )
+    parser.add_argument(
+        "--run-zoom",
+        type=lambda text: tuple(float(v) for v in text.split(",")),
+        default=None,
+        help="NUMSnet family: the affine's scale range LOW,HIGH for a run of slices",
     )
     parser.add_argument(
         "--cpu-bf16",

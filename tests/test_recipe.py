@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_numsnet.config import SamplingConfig, TrainConfig
+from napari_numsnet.config import ModelConfig, SamplingConfig, TrainConfig
 from napari_numsnet.data.augment import random_intensity
 from napari_numsnet.data.dataset import StackSample
 from napari_numsnet.data.slices import select_slices, spread_indices
@@ -23,7 +23,7 @@ from napari_numsnet.engine.batches import (
 from napari_numsnet.engine.schedule import learning_rate_factor
 from napari_numsnet.engine.trainer import fit
 from napari_numsnet.errors import NumsnetError
-from napari_numsnet.models import create_model
+from napari_numsnet.models import MODELS, create_model
 from napari_numsnet.models.base import ModelKind
 from toys import square_images
 
@@ -219,6 +219,29 @@ def test_the_affine_ranges_reach_every_training_step(tiny_config, square_stack, 
     assert seen == [(0.5, (0.7, 1.4))] * 3
 
 
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_runs_take_their_own_affine_ranges_and_slices_the_general_ones(name, monkeypatch):
+    seen = []
+    original = step_module.random_affine
+
+    def spy(images, labels, generator, **kwargs):
+        seen.append((kwargs["rotation"], kwargs["zoom"]))
+        return original(images, labels, generator, **kwargs)
+
+    monkeypatch.setattr(step_module, "random_affine", spy)
+    config = recipe(
+        steps=2, augment=True, rotation=0.5, zoom=(0.7, 1.4), run_rotation=0.2, run_zoom=(0.8, 1.0)
+    )
+    net = create_model(ModelConfig(name, num_classes=2, widths=(4, 4, 8, 8, 8)))
+    fit(net, [whole_stack(12, annotated=(2, 6, 9))], config)
+    if net.kind is ModelKind.SEQUENCE:
+        assert seen == [(0.2, (0.8, 1.0))] * 2
+    elif net.kind is ModelKind.SLICE:
+        assert seen == [(0.5, (0.7, 1.4))] * 2
+    else:  # 3D sub-volumes are not augmented
+        assert seen == []
+
+
 def test_wider_affine_ranges_change_the_run(tiny_config, square_stack):
     stack = square_stack(6)
 
@@ -236,7 +259,14 @@ def test_wider_affine_ranges_change_the_run(tiny_config, square_stack):
 
 
 @pytest.mark.parametrize(
-    "changes", [{"rotation": -0.1}, {"zoom": (1.2, 0.9)}, {"zoom": (0.0, 1.0)}]
+    "changes",
+    [
+        {"rotation": -0.1},
+        {"zoom": (1.2, 0.9)},
+        {"zoom": (0.0, 1.0)},
+        {"run_rotation": -0.1},
+        {"run_zoom": (1.2, 0.9)},
+    ],
 )
 def test_invalid_affine_ranges_are_refused_before_training(tiny_config, square_stack, changes):
     with pytest.raises(NumsnetError, match="augmentation ranges"):

@@ -192,6 +192,9 @@ class TrainConfig(_Record):
         ``(low, high)`` range of the affine's scale factor per axis, output to input:
         below 1 magnifies, above 1 shrinks (the paper's ``(0.8, 1.0)`` only magnifies;
         nnU-Net scales by 0.7-1.4).
+    run_rotation, run_zoom
+        For the NUMSnet family: the affine's ranges for a run of consecutive slices,
+        which share one transform (``None``: ``rotation`` and ``zoom``).
     intensity_augment
         Brightness, contrast, gamma, Gaussian noise and blur on every batch, as in
         nnU-Net (only where ``augment`` is on).
@@ -262,6 +265,8 @@ class TrainConfig(_Record):
     augment: bool = True
     rotation: float = 0.2
     zoom: tuple[float, float] = (0.8, 1.0)
+    run_rotation: float | None = None
+    run_zoom: tuple[float, float] | None = None
     intensity_augment: bool = False
     mirror: bool = False
     reverse_runs: bool = False
@@ -284,6 +289,15 @@ class TrainConfig(_Record):
     def runs_reversed(self) -> bool:
         """Whether training reverses runs: ``reverse_runs`` with augmentation on."""
         return self.augment and self.reverse_runs
+
+    def affine_ranges(self, run: bool) -> tuple[float, tuple[float, float]]:
+        """``(rotation, zoom)`` for a batch: a run of the NUMSnet family, or slices."""
+        if run:
+            return (
+                self.rotation if self.run_rotation is None else self.run_rotation,
+                self.zoom if self.run_zoom is None else self.run_zoom,
+            )
+        return self.rotation, self.zoom
 
     @property
     def prediction_direction(self) -> Direction:

@@ -57,7 +57,8 @@ PRESETS: dict[str, Preset] = {
     # validated weights, rotations to 0.5 rad and scaling by 0.7-1.4, bfloat16 where the
     # CPU computes it, and from 30 annotated slices on the semi-supervised term (UniMatch's
     # strong view); the NUMSnet family trains on runs of 4 consecutive slices in either
-    # order and predicts with both directions averaged.
+    # order, each run under one transform of the paper's narrower affine, and predicts
+    # with both directions averaged.
     "fast": Preset(
         name="fast",
         train=TrainConfig(
@@ -73,6 +74,8 @@ PRESETS: dict[str, Preset] = {
             loss="dice_ce",
             rotation=0.5,
             zoom=(0.7, 1.4),
+            run_rotation=0.2,  # NUMSnet: the paper's affine for a run, 0.850 ± 0.026 against
+            run_zoom=(0.8, 1.0),  # 0.831 ± 0.062 on the CT sample over 6 seeds (README)
             cpu_bf16=True,
             amp=False,
             preset="fast",

@@ -53,11 +53,15 @@ def checked_recipe(
             f"Nothing to train: steps={config.steps}, epochs={config.epochs}.",
             "Give a positive number of steps (or epochs).",
         )
-    if config.rotation < 0 or len(config.zoom) != 2 or not 0 < config.zoom[0] <= config.zoom[1]:
-        raise NumsnetError(
-            f"Invalid augmentation ranges: rotation={config.rotation}, zoom={config.zoom}.",
-            "Use a rotation of 0 or more (radians) and a zoom (low, high) with 0 < low <= high.",
-        )
+    for run in (False, True):
+        rotation, zoom = config.affine_ranges(run)
+        if rotation < 0 or len(zoom) != 2 or not 0 < zoom[0] <= zoom[1]:
+            raise NumsnetError(
+                f"Invalid augmentation ranges{' for runs' if run else ''}: "
+                f"rotation={rotation}, zoom={zoom}.",
+                "Use a rotation of 0 or more (radians) and a zoom (low, high) with "
+                "0 < low <= high.",
+            )
     if not 0.0 <= config.weight_average < 1.0:
         raise NumsnetError(
             f"Weight averaging decay {config.weight_average} is not in [0, 1).",

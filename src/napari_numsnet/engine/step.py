@@ -47,13 +47,14 @@ def train_step(
     labels = batch.labels.to(device, non_blocking=True)
     mask = None if batch.mask is None else batch.mask.to(device, non_blocking=True)
     if config.augment and not batch.volumetric:  # 3D sub-volumes are not augmented
+        rotation, zoom = config.affine_ranges(run=batch.ordered)
         images, labels = random_affine(
             images,
             labels,
             generator,
             same_for_batch=batch.ordered,
-            rotation=config.rotation,
-            zoom=config.zoom,
+            rotation=rotation,
+            zoom=zoom,
             mirror=config.mirror,
         )
         if config.intensity_augment:
