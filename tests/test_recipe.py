@@ -205,7 +205,8 @@ def test_mirroring_takes_effect_in_training(tiny_config, square_stack):
     assert not all(torch.equal(plain[k], mirrored[k]) for k in plain)
 
 
-def test_the_affine_ranges_reach_every_training_step(tiny_config, square_stack, monkeypatch):
+def affine_ranges_seen(monkeypatch) -> list[tuple[float, tuple[float, float]]]:
+    """Record the ``(rotation, zoom)`` of every affine the training steps draw."""
     seen = []
     original = step_module.random_affine
 
@@ -214,6 +215,11 @@ def test_the_affine_ranges_reach_every_training_step(tiny_config, square_stack, 
         return original(images, labels, generator, **kwargs)
 
     monkeypatch.setattr(step_module, "random_affine", spy)
+    return seen
+
+
+def test_the_affine_ranges_reach_every_training_step(tiny_config, square_stack, monkeypatch):
+    seen = affine_ranges_seen(monkeypatch)
     config = recipe(steps=3, augment=True, rotation=0.5, zoom=(0.7, 1.4))
     fit(model_of(tiny_config, "drsegunet"), [square_stack(6)], config)
     assert seen == [(0.5, (0.7, 1.4))] * 3
@@ -221,14 +227,7 @@ def test_the_affine_ranges_reach_every_training_step(tiny_config, square_stack, 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_runs_take_their_own_affine_ranges_and_slices_the_general_ones(name, monkeypatch):
-    seen = []
-    original = step_module.random_affine
-
-    def spy(images, labels, generator, **kwargs):
-        seen.append((kwargs["rotation"], kwargs["zoom"]))
-        return original(images, labels, generator, **kwargs)
-
-    monkeypatch.setattr(step_module, "random_affine", spy)
+    seen = affine_ranges_seen(monkeypatch)
     config = recipe(
         steps=2, augment=True, rotation=0.5, zoom=(0.7, 1.4), run_rotation=0.2, run_zoom=(0.8, 1.0)
     )

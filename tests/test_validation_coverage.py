@@ -36,6 +36,17 @@ def two_class_stack(annotated=(1, 3, 7), val_slices=(3,)) -> pipeline.AnnotatedS
     return pipeline.AnnotatedStack(image, labels, list(annotated), val_slices, name="toy")
 
 
+def trained(name: str, stack: pipeline.AnnotatedStack | None = None):
+    """A checkpoint of ``name`` (tiny widths) trained by ``RECIPE`` on ``stack``."""
+    return pipeline.train(
+        stack or two_class_stack(),
+        ModelConfig(name, num_classes=3, widths=TINY),
+        RECIPE,
+        PreprocessConfig(size=SIDE),
+        ClassTable.default(3),
+    )
+
+
 def sample(annotated) -> StackSample:
     stack = two_class_stack()
     mask = np.zeros(Z, bool)
@@ -66,14 +77,7 @@ def test_training_slice_scores_count_as_classes_of_their_own():
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_every_model_scores_an_unvalidated_class_on_its_training_slices(name):
     torch.manual_seed(0)
-    checkpoint = pipeline.train(
-        two_class_stack(),
-        ModelConfig(name, num_classes=3, widths=TINY),
-        RECIPE,
-        PreprocessConfig(size=SIDE),
-        ClassTable.default(3),
-    )
-    record = checkpoint.record
+    record = trained(name).record
     assert record["scored_on_training_slices"] == ["class 2"]
     rounds = record["epochs"]
     assert len(rounds) == 2
@@ -86,13 +90,7 @@ def test_every_model_scores_an_unvalidated_class_on_its_training_slices(name):
 
 
 def test_a_covered_class_is_not_scored_on_training_slices():
-    checkpoint = pipeline.train(
-        two_class_stack(annotated=(1, 7, 8), val_slices=(8,)),
-        ModelConfig("unet", num_classes=3, widths=TINY),
-        RECIPE,
-        PreprocessConfig(size=SIDE),
-        ClassTable.default(3),
-    )
+    checkpoint = trained("unet", two_class_stack(annotated=(1, 7, 8), val_slices=(8,)))
     assert "scored_on_training_slices" not in checkpoint.record
     assert all("train_dice" not in entry for entry in checkpoint.record["epochs"])
 
@@ -142,14 +140,7 @@ def test_a_stack_shared_by_validation_and_training_is_predicted_once(name, monke
 
     monkeypatch.setattr(validation_module, "predict_stack", counting)
     torch.manual_seed(0)
-    checkpoint = pipeline.train(
-        two_class_stack(),
-        ModelConfig(name, num_classes=3, widths=TINY),
-        RECIPE,
-        PreprocessConfig(size=SIDE),
-        ClassTable.default(3),
-    )
-    rounds = len(checkpoint.record["epochs"])
+    rounds = len(trained(name).record["epochs"])
     assert rounds == 2
     # After training, the largest-component choice predicts the validation stack whole.
     if name == "numsnet":  # the whole stack, once a round

@@ -128,15 +128,15 @@ def evaluate_stacks(
             # Slices are independent: predict only the ones that are scored (with their
             # neighbours as context where the model takes it).
             slices, labels = np.flatnonzero(stack.annotated), labels[stack.annotated]
-        key = id(images)
-        if slices is None and predictions is not None and key in predictions:
-            predicted = predictions[key]
+        cache = predictions if slices is None else None  # whole stacks only
+        if cache is not None and id(images) in cache:
+            predicted = cache[id(images)]
         else:
             config = PredictConfig(direction=direction, batch_size=8)
             prob = predict_stack(model, images, config, device=device, slices=slices)
             predicted = probabilities_to_labels(prob, cfg.exclusive)
-            if slices is None and predictions is not None:
-                predictions[key] = predicted
+            if cache is not None:
+                cache[id(images)] = predicted
         if isinstance(stack, StackSample) and model.kind is not ModelKind.SLICE:
             # The whole stack is predicted in order (context), scored where annotated.
             predicted, labels = predicted[stack.annotated], labels[stack.annotated]
