@@ -387,15 +387,23 @@ def test_the_recipe_note_says_what_the_term_and_the_precision_do(monkeypatch):
 
     fast = PRESETS["fast"].train
     monkeypatch.setattr(device_module, "cpu_computes_bf16", lambda: False)
-    assert _recipe_note("drsegunet", fast, "cpu", 148) == (
+    assert _recipe_note("drsegunet", fast, "cpu", 148, 1200) == (
         ", semi-supervised (unimatch) on the unannotated slices"
     )
-    assert _recipe_note("drsegunet", fast, "cpu", 3) == (
-        ", semi-supervised term from 30 annotated slices on (3 now)"
+    assert _recipe_note("drsegunet", fast, "cpu", 3, 27) == (
+        ", no semi-supervised term yet (3 annotated slices, fewer than the 30 the term waits for)"
     )
-    assert _recipe_note("numsnet", fast, "cpu", 148) == ", no semi-supervised term for this model"
-    assert _recipe_note("drsegunet", fast, "cpu", 148, exclusive=False).startswith(", no semi")
-    assert _recipe_note("drsegunet", PRESETS["paper"].train, "cpu", 148) == ""
+    # Every slice annotated: the trainer leaves the term out, and so does the note.
+    assert _recipe_note("drsegunet", fast, "cpu", 148, 0) == (
+        ", no semi-supervised term yet (no unannotated slice to learn from)"
+    )
+    assert _recipe_note("numsnet", fast, "cpu", 148, 1200) == (
+        ", no semi-supervised term for this model"
+    )
+    assert _recipe_note("drsegunet", fast, "cpu", 148, 1200, exclusive=False).startswith(
+        ", no semi-supervised term for"
+    )
+    assert _recipe_note("drsegunet", PRESETS["paper"].train, "cpu", 148, 1200) == ""
     monkeypatch.setattr(device_module, "cpu_computes_bf16", lambda: True)
-    assert _recipe_note("drsegunet", fast, "cpu", 3).endswith(", bfloat16 on this CPU")
-    assert "bfloat16" not in _recipe_note("msdsunet", fast, "cpu", 148)  # 3D: float32
+    assert _recipe_note("drsegunet", fast, "cpu", 3, 27).endswith(", bfloat16 on this CPU")
+    assert "bfloat16" not in _recipe_note("msdsunet", fast, "cpu", 148, 1200)  # 3D: float32

@@ -72,12 +72,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     n_params = keras_parameter_count(create_model(model_cfg))
     size = f"{preprocess.size} px" if preprocess.size else "native size"
+    recipe_note = _recipe_note(
+        model_cfg.name, training, args.device, len(split.train), z - len(split.train)
+    )
     print(
         f"model: {model_cfg.name}{_context_note(model_cfg.context)}, "
         f"widths {model_cfg.widths or 'paper'}, {n_params:,} parameters;"
         f" preset {preset.name}: {_budget(training, len(split.train))}, "
         f"{_batch_note(model_cfg.name, training, len(split.train))}, {size}"
-        f"{_recipe_note(model_cfg.name, training, args.device, len(split.train))}; "
+        f"{recipe_note}; "
         f"device: {describe_device(device)}"
     )
     start = time.perf_counter()

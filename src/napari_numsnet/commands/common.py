@@ -39,26 +39,29 @@ def _batch_note(model_name: str, training, annotated: int) -> str:
 
 
 def _recipe_note(
-    model_name: str, training, device: str, annotated: int, exclusive: bool = True
+    model_name: str,
+    training,
+    device: str,
+    annotated: int,
+    unannotated: int,
+    exclusive: bool = True,
 ) -> str:
     """What the recipe adds beyond the budget and batch, in words: the semi-supervised term
-    (``, semi-supervised (unimatch) on the unannotated slices``, that it waits for more
-    annotated slices, or that this model trains without it) and bfloat16 where this CPU
-    computes it."""
+    (``, semi-supervised (unimatch) on the unannotated slices``, why it waits, or that this
+    model trains without it; the trainer's rule, ``semi_supervised_held_back``) and
+    bfloat16 where this CPU computes it."""
     from napari_numsnet.engine.device import select_device, training_dtype
-    from napari_numsnet.engine.recipe import takes_semi_supervised
+    from napari_numsnet.engine.recipe import semi_supervised_held_back, takes_semi_supervised
     from napari_numsnet.models import get_spec
 
     notes = []
     kind = get_spec(model_name).kind
     if training.semi_supervised > 0:
+        held_back = semi_supervised_held_back(training, annotated, unannotated)
         if not takes_semi_supervised(kind, exclusive):
             notes.append("no semi-supervised term for this model")
-        elif annotated < training.semi_supervised_min_slices:
-            notes.append(
-                f"semi-supervised term from {training.semi_supervised_min_slices} annotated "
-                f"slices on ({annotated} now)"
-            )
+        elif held_back:
+            notes.append(f"no semi-supervised term yet ({held_back})")
         else:
             notes.append(f"semi-supervised ({training.strong_view}) on the unannotated slices")
     chosen = select_device(device)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
+
 from napari_numsnet import options
 from napari_numsnet.commands.common import (
     _batch_note,
@@ -103,6 +105,11 @@ def _train(args: argparse.Namespace, context) -> int:
     main_process = context is None or context.is_main
     if main_process:
         n = sum(len(annotated_slices(s.labels, s.annotated)) for s in stacks)
+        trained_on = sum(
+            len(np.setdiff1d(annotated_slices(s.labels, s.annotated), s.val_slices))
+            for s in stacks
+        )
+        unannotated = sum(len(s.labels) for s in stacks) - trained_on
         if args.annotated is None:
             print(
                 f"no --annotated: every slice with a label counts as annotated ({n} slices); "
@@ -112,7 +119,7 @@ def _train(args: argparse.Namespace, context) -> int:
         print(
             f"model {built.name}{_context_note(built.context)}; preset {preset.name}: "
             f"{_budget(training, n)}, {_batch_note(built.name, training, n)}"
-            f"{_recipe_note(built.name, training, device, n, built.exclusive)}"
+            + _recipe_note(built.name, training, device, trained_on, unannotated, built.exclusive)
         )
     checkpoint = pipeline.train(
         stacks,

@@ -72,15 +72,34 @@ def checked_recipe(
             f"Run length {config.run_length} is below 0.",
             "Use 0 (the batch size) or the number of consecutive slices per run.",
         )
-    if config.semi_supervised > 0 and annotated < config.semi_supervised_min_slices:
-        why = (
+    why = semi_supervised_held_back(config, annotated, unannotated)
+    if why:
+        return config.replace(semi_supervised=0.0), why
+    return config, ""
+
+
+def semi_supervised_held_back(config: TrainConfig, annotated: int, unannotated: int) -> str:
+    """Why a recipe's semi-supervised term is left out of a run, in words ("" where it
+    runs or is off): it waits for ``config.semi_supervised_min_slices`` annotated slices
+    and needs at least one unannotated slice. The one rule for the trainer and the CLI.
+
+    Parameters
+    ----------
+    config
+        The recipe.
+    annotated, unannotated
+        Annotated and unannotated slices of the whole run.
+    """
+    if config.semi_supervised <= 0:
+        return ""
+    if annotated < config.semi_supervised_min_slices:
+        return (
             f"{annotated} annotated slices, fewer than the "
             f"{config.semi_supervised_min_slices} the term waits for"
         )
-        return config.replace(semi_supervised=0.0), why
-    if config.semi_supervised > 0 and unannotated == 0:
-        return config.replace(semi_supervised=0.0), "no unannotated slice to learn from"
-    return config, ""
+    if unannotated == 0:
+        return "no unannotated slice to learn from"
+    return ""
 
 
 def check_semi_supervised(net: nn.Module, config: TrainConfig) -> None:
