@@ -266,6 +266,28 @@ def test_first_prediction_and_report(tmp_path):
     assert (tmp_path / "speed_throughput.png").stat().st_size > 0
 
 
+def test_heads_scores_every_unetsharp_head_and_the_unguided_model(tmp_path):
+    heads = _module("heads")
+    argv = ["--model", "unetsharp", "--steps", "2", "--size", "32", "--out", str(tmp_path)]
+    assert heads.main(argv) == 0
+    (record,) = _lines(tmp_path / "heads.jsonl")
+    rows = record["rows"]
+    # The default (four heads averaged, guided), each of the four heads, then no guide.
+    assert [(r["head"], r["guided"]) for r in rows] == [
+        (None, True),
+        (1, True),
+        (2, True),
+        (3, True),
+        (4, True),
+        (None, False),
+    ]
+    assert record["steps"] == 2 and record["size"] == 32 and len(record["annotated"]) == 3
+    for row in rows:
+        for part in ("unseen", "trained"):
+            assert set(row[part]) == {"liver", "spleen", "kidneys", "lungs", "vertebrae"}
+            assert all(0.0 <= v <= 1.0 for v in row[part].values())
+
+
 def test_first_prediction_scores_numsnet_in_the_directions_asked(tmp_path):
     """``--reverse-runs`` trains on runs in both orders; ``--directions`` scores the same
     checkpoint in each direction besides its own (``both`` after reversed runs)."""
