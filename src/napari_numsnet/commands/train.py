@@ -104,10 +104,11 @@ def _train(args: argparse.Namespace, context) -> int:
         return _train_cascade(args, stacks, model_cfg, training, preprocess, classes, preset)
     main_process = context is None or context.is_main
     if main_process:
-        n = sum(len(annotated_slices(s.labels, s.annotated)) for s in stacks)
+        per_stack = [annotated_slices(s.labels, s.annotated) for s in stacks]
+        n = sum(len(slices) for slices in per_stack)
         trained_on = sum(
-            len(np.setdiff1d(annotated_slices(s.labels, s.annotated), s.val_slices))
-            for s in stacks
+            len(np.setdiff1d(slices, s.val_slices))
+            for slices, s in zip(per_stack, stacks, strict=True)
         )
         unannotated = sum(len(s.labels) for s in stacks) - trained_on
         if args.annotated is None:
