@@ -24,8 +24,37 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 
 from napari_numsnet import pipeline
-from napari_numsnet.config import PredictConfig, SamplingConfig
-from napari_numsnet.presets import PRESETS
+from napari_numsnet.config import ModelConfig, PredictConfig, SamplingConfig, TrainConfig
+from napari_numsnet.presets import PRESETS, Preset
+from napari_numsnet.workflows.loop import LoopResult
+from napari_numsnet.workflows.sample import Sample
+
+
+def run_protocol(
+    sample: Sample,
+    model: ModelConfig,
+    training: TrainConfig,
+    preset: Preset,
+    seed: int,
+    fraction: float = 0.1,
+    size: int | None = None,
+) -> tuple[LoopResult, TrainConfig]:
+    """``numsnet demo``'s protocol on the CT sample: plan ``fraction`` of the slices with
+    ``seed``, clamp the batch to the planned slices, preprocess as the preset does (at
+    ``size`` px if given), train, predict the whole stack and score the unseen slices.
+
+    Returns the result and the recipe it trained with (the batch clamped)."""
+    image = sample.volume.data
+    sampling = SamplingConfig(fraction=fraction, seed=seed)
+    planned = len(pipeline.plan_slices(len(image), sampling).train)
+    training = training.replace(batch_size=min(training.batch_size, planned))
+    preprocess = pipeline.default_preprocess(image, preset.preprocess)
+    if size:
+        preprocess = preprocess.replace(size=size)
+    result = pipeline.annotate_train_predict(
+        image, sample.labels, sample.classes, model, training, preprocess, sampling
+    )
+    return result, training
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,14 +109,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.run_length is not None:
                 training = training.replace(run_length=args.run_length)
             training = training.replace(**common.recipe_overrides(args))
-            sampling = SamplingConfig(fraction=args.fraction, seed=seed)
-            split = pipeline.plan_slices(len(image), sampling)
-            training = training.replace(batch_size=min(training.batch_size, len(split.train)))
-            preprocess = pipeline.default_preprocess(image, preset.preprocess)
-            if args.size:
-                preprocess = preprocess.replace(size=args.size)
-            result = pipeline.annotate_train_predict(
-                image, reference, classes, model, training, preprocess, sampling
+            result, training = run_protocol(
+                sample, model, training, preset, seed, args.fraction, args.size
             )
             total = time.perf_counter() - start
             foreground = {k: v for k, v in result.scores.items() if k != "background"}
@@ -112,9 +135,9 @@ def main(argv: list[str] | None = None) -> int:
                 "context": model.context,
                 "recipe": training.to_dict(),
                 "steps": result.checkpoint.record.get("budget", {}).get("steps"),
-                "size": preprocess.size,
+                "size": result.checkpoint.preprocess.size,
                 "widths": list(result.checkpoint.model_config.widths),
-                "annotated": [int(i) for i in split.train],
+                "annotated": [int(i) for i in result.split.train],
                 "seconds_total": total,
                 "seconds_training": result.checkpoint.record.get("seconds"),
                 "direction": result.checkpoint.direction,

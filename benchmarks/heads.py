@@ -25,9 +25,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common
+from first_prediction import run_protocol
 
 from napari_numsnet import pipeline
-from napari_numsnet.config import PredictConfig, SamplingConfig
+from napari_numsnet.config import PredictConfig
 from napari_numsnet.engine.checkpoint import Checkpoint
 from napari_numsnet.engine.predict import predict_volume
 from napari_numsnet.models.unetsharp import UNetSharp
@@ -42,7 +43,7 @@ def dice(labels: np.ndarray, reference: np.ndarray, classes, slices) -> dict[str
 
 
 def predicted(
-    checkpoint: Checkpoint, image: np.ndarray, head: int | None, guided: bool
+    checkpoint: Checkpoint, image: np.ndarray, head: int | None, guided: bool, device: str
 ) -> np.ndarray:
     """The whole stack's labels with inference head ``head`` (None: the model's default)
     and, for UNet#, with or without the classification guide."""
@@ -50,7 +51,7 @@ def predicted(
     model.set_inference_head(head)
     if isinstance(model, UNetSharp) and not guided:
         model.guide = None  # what classification_guided=False builds
-    config = with_checkpoint_defaults(PredictConfig(device="cpu"), checkpoint)
+    config = with_checkpoint_defaults(PredictConfig(device=device), checkpoint)
     prediction = predict_volume(
         model, image, checkpoint.preprocess, config, return_probabilities=False
     )
@@ -71,26 +72,19 @@ def main(argv: list[str] | None = None) -> int:
     image, reference, classes = sample.volume.data, sample.labels, sample.classes
     for seed in common.int_list(args.seeds):
         model = pipeline.model_for_preset(args.model, classes.num_values, preset)
-        training = preset.train.replace(device="cpu", seed=seed)
+        training = preset.train.replace(device=args.device, seed=seed)
         if args.steps:
             training = training.replace(steps=args.steps, steps_per_slice=0, min_steps=0)
-        sampling = SamplingConfig(fraction=0.1, seed=seed)
-        split = pipeline.plan_slices(len(image), sampling)
-        training = training.replace(batch_size=min(training.batch_size, len(split.train)))
-        preprocess = pipeline.default_preprocess(image, preset.preprocess)
-        if args.size:
-            preprocess = preprocess.replace(size=args.size)
-        result = pipeline.annotate_train_predict(
-            image, reference, classes, model, training, preprocess, sampling
-        )
-        trained = [int(z) for z in split.train]
-        heads: list[int | None] = [None, *result.checkpoint.build_model().inference_heads]
+        result, _ = run_protocol(sample, model, training, preset, seed, size=args.size)
+        trained = [int(z) for z in result.split.train]
+        built = result.checkpoint.build_model()
+        heads: list[int | None] = [None, *built.inference_heads]
         variants = [(head, True) for head in heads]
-        if args.model == "unetsharp":
+        if isinstance(built, UNetSharp):
             variants.append((None, False))
         rows: list[dict[str, Any]] = []
         for head, guided in variants:
-            labels = predicted(result.checkpoint, image, head, guided)
+            labels = predicted(result.checkpoint, image, head, guided, args.device)
             rows.append(
                 {
                     "head": head,
@@ -109,10 +103,10 @@ def main(argv: list[str] | None = None) -> int:
             "model": args.model,
             "seed": seed,
             "steps": result.checkpoint.record.get("budget", {}).get("steps"),
-            "size": preprocess.size,
+            "size": result.checkpoint.preprocess.size,
             "annotated": trained,
             "rows": rows,
-            "machine": common.machine("cpu"),
+            "machine": common.machine(args.device),
         }
         common.append_result(args.out / "heads.jsonl", record)
     return 0
