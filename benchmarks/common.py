@@ -88,6 +88,7 @@ RECIPE_OPTIONS = (
     "semi_supervised",
     "strong_view",
     "confidence",
+    "patch_size",
 )
 
 
@@ -140,6 +141,12 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--confidence", type=float, default=None, help="pseudo-label confidence threshold"
+    )
+    parser.add_argument(
+        "--patch-size",
+        type=int,
+        default=None,
+        help="train on random square patches of this side, px (0: whole slices)",
     )
     parser.add_argument(
         "--default-layout",

@@ -9,7 +9,12 @@ Two stacks with reference labels:
   and stacked. Class 2 of the loop is ground-glass and class 3 consolidation (thesis
   4.4.1); reported: their Dice against the reference, and the infection (2 or 3) Dice.
 
-    python benchmarks/self_learning.py --stacks ct,covid --seeds 0,1,2 --epochs 10
+    python benchmarks/self_learning.py --stacks ct,covid --seeds 0,1,2
+
+Each level trains as the plugin's Self-learning panel does: the chosen preset's recipe
+and step budget with the thesis' learning rate (9.8e-4), the classes weighted by their
+frequency (``SelfLearningConfig.class_weights``); ``--epochs 20`` trains the thesis'
+epoch count instead, ``--steps`` a fixed budget, ``--class-weights none`` unweighted.
 
 Results: ``<out>/self_learning.jsonl``, one line per (stack, seed, level); a stack on
 which the k-means step fails is recorded with the error.
@@ -17,6 +22,7 @@ which the k-means step fails is recorded with the error.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -97,7 +103,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="drsegunet", help="the thesis trains DRSegUNet")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--preset", default="fast", choices=sorted(PRESETS))
-    parser.add_argument("--epochs", type=int, default=10, help="level 1 and level 2 epochs")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=0,
+        help="an epoch count per level (the thesis: 20) instead of the preset's step budget",
+    )
+    parser.add_argument(
+        "--steps", type=int, default=0, help="a fixed step budget per level instead"
+    )
+    parser.add_argument(
+        "--class-weights",
+        choices=("none", "frequency"),
+        default=SelfLearningConfig().class_weights,
+        help="the cross-entropy's class weighting of every level",
+    )
+    parser.add_argument(
+        "--learning-rate", type=float, default=9.8e-4, help="level 1's (the thesis' 9.8e-4)"
+    )
     parser.add_argument("--levels", type=int, default=2)
     parser.add_argument("--covid-size", type=int, default=256)
     parser.add_argument("--size", type=int, default=None, help="override the preset's size")
@@ -119,12 +142,16 @@ def main(argv: list[str] | None = None) -> int:
         for seed in common.int_list(args.seeds):
             kmeans = KMeansConfig(seed=seed)
             model = pipeline.model_for_preset(args.model, kmeans.k + 1, preset)
-            training = preset.train.replace(device=args.device, seed=seed, epochs=args.epochs)
-            config = SelfLearningConfig(levels=args.levels)
+            training = preset.train.replace(
+                device=args.device, seed=seed, learning_rate=args.learning_rate
+            )
+            if args.steps:
+                training = training.replace(steps=args.steps, steps_per_slice=0)
+            elif args.epochs:
+                training = training.replace(epochs=args.epochs, steps=0, steps_per_slice=0)
+            config = SelfLearningConfig(levels=args.levels, class_weights=args.class_weights)
             if args.no_guard:  # only classes above 49% of the lung watched, at 1e-9 of it
-                config = SelfLearningConfig(
-                    levels=args.levels, min_class_fraction=0.49, collapse_ratio=1e-9
-                )
+                config = dataclasses.replace(config, min_class_fraction=0.49, collapse_ratio=1e-9)
             preprocess = pipeline.default_preprocess(image, preset.preprocess)
             if args.size:
                 preprocess = preprocess.replace(size=args.size)
@@ -135,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
                 "model": args.model,
                 "preset": preset.name,
                 "epochs": args.epochs,
+                "steps": args.steps,
+                "learning_rate": args.learning_rate,
+                "class_weights": args.class_weights,
                 "guard": not args.no_guard,
                 "machine": common.machine(args.device),
             }
@@ -158,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
                     "class_fractions": level.class_fractions,
                     "train_seconds": (
                         level.checkpoint.record.get("seconds") if level.checkpoint else 0.0
+                    ),
+                    "train_steps": (
+                        level.checkpoint.record.get("steps_done") if level.checkpoint else 0
                     ),
                     "loop_seconds": seconds,
                     "notes": result.notes,

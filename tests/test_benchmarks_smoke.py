@@ -171,6 +171,9 @@ def test_self_learning_scores_every_level(tmp_path):
     records = _lines(tmp_path / "self_learning.jsonl")
     assert [r["level"] for r in records] == [0, 1]
     assert all(0.0 <= r["scores"]["lung"]["dice"] <= 1.0 for r in records)
+    # --epochs takes effect (the preset's budget, at least 400 steps, does not override
+    # it): one epoch of at most the sample's 30 slices in batches of 2.
+    assert 0 < records[1]["train_steps"] <= 15
     # Hand-checked overlap: 2 of 3 predicted voxels right, 1 reference voxel missed.
     pred = np.array([1, 1, 1, 0, 0], dtype=bool)
     ref = np.array([1, 1, 0, 1, 0], dtype=bool)

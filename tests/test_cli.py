@@ -305,6 +305,22 @@ def test_demo_budget_options_take_effect_or_are_refused(tmp_path, capsys):
     assert status == 2 and "--steps or --epochs" in err
 
 
+def test_train_patch_size_takes_effect_or_is_refused(nifti_pair, tmp_path, capsys):
+    image_path, labels_path = nifti_pair
+    ckpt = tmp_path / "patches.numsnet.pt"
+    common = ["train", "--image", image_path, "--labels", labels_path, "--annotated", "3,5",
+              "--num-classes", "6", "--steps", "2", "--size", "32", *TINY]  # fmt: skip
+    status, _, err = run(capsys, *common, "--patch-size", "16", "--output", ckpt)
+    assert status == 0, err
+    assert load_checkpoint(ckpt).train_config.patch_size == 16
+    for bad, message in (("20", "multiple of 16"), ("-1", "--patch-size -1")):
+        status, _, err = run(
+            capsys, *common, "--patch-size", bad, "--output", tmp_path / "bad.numsnet.pt"
+        )
+        assert status == 2 and message in err and "Traceback" not in err
+        assert not (tmp_path / "bad.numsnet.pt").exists()
+
+
 def test_every_option_has_a_help_text_that_shows_its_default(capsys):
     from napari_numsnet.cli import build_parser
 

@@ -208,13 +208,13 @@ def test_mirroring_takes_effect_in_training(tiny_config, square_stack):
 def affine_ranges_seen(monkeypatch) -> list[tuple[float, tuple[float, float]]]:
     """Record the ``(rotation, zoom)`` of every affine the training steps draw."""
     seen = []
-    original = step_module.random_affine
+    original = step_module.random_affine_patch
 
-    def spy(images, labels, generator, **kwargs):
+    def spy(images, labels, mask, generator, **kwargs):
         seen.append((kwargs["rotation"], kwargs["zoom"]))
-        return original(images, labels, generator, **kwargs)
+        return original(images, labels, mask, generator, **kwargs)
 
-    monkeypatch.setattr(step_module, "random_affine", spy)
+    monkeypatch.setattr(step_module, "random_affine_patch", spy)
     return seen
 
 
@@ -359,13 +359,13 @@ def test_runs_are_augmented_with_one_transform_and_fused_in_order(tiny_config, m
     stack = whole_stack(n=10, annotated=(3, 7))
     stack.images[:] = np.arange(10, dtype=np.float32)[:, None, None] / 10
     calls = []
-    real = step_module.random_affine
+    real = step_module.random_affine_patch
 
-    def spy(images, labels, generator, same_for_batch=False, **kwargs):
+    def spy(images, labels, mask, generator, same_for_batch=False, **kwargs):
         calls.append((np.rint(images[:, 0, 0, 0].numpy() * 10).astype(int), same_for_batch))
-        return real(images, labels, generator, same_for_batch=same_for_batch, **kwargs)
+        return real(images, labels, mask, generator, same_for_batch=same_for_batch, **kwargs)
 
-    monkeypatch.setattr(step_module, "random_affine", spy)
+    monkeypatch.setattr(step_module, "random_affine_patch", spy)
     config = recipe(steps=4, batch_size=4, augment=True, intensity_augment=True)
     fit(model_of(tiny_config, "numsnet"), [stack], config)
     assert len(calls) == 4
@@ -383,13 +383,13 @@ def test_the_run_length_of_the_numsnet_family_is_its_own_setting(tiny_config, mo
     batch size of slice models; 0 takes the batch size; below 0 is refused."""
     stack = whole_stack(n=10, annotated=(3, 7))
     sizes = []
-    real = step_module.random_affine
+    real = step_module.random_affine_patch
 
-    def spy(images, labels, generator, **kwargs):
+    def spy(images, labels, mask, generator, **kwargs):
         sizes.append(images.shape[0])
-        return real(images, labels, generator, **kwargs)
+        return real(images, labels, mask, generator, **kwargs)
 
-    monkeypatch.setattr(step_module, "random_affine", spy)
+    monkeypatch.setattr(step_module, "random_affine_patch", spy)
     fit(model_of(tiny_config, "numsnet"), [stack], recipe(steps=2, augment=True, run_length=5))
     fit(model_of(tiny_config, "numsnet"), [stack], recipe(steps=2, augment=True))
     fit(model_of(tiny_config, "unet"), [stack], recipe(steps=2, augment=True, run_length=5))

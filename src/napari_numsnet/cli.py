@@ -256,6 +256,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, help="a fixed step budget instead of the preset's")
     p.add_argument("--batch-size", type=int, help="slices per batch (default: the preset's)")
     p.add_argument("--learning-rate", type=float, help="peak learning rate (default: preset's)")
+    p.add_argument(
+        "--patch-size",
+        type=int,
+        help="train on random square patches of this side, px (0 = whole slices, the default)",
+    )
     p.add_argument("--size", type=int, help="slice side for the network (0 = native)")
     p.add_argument("--resume", help="checkpoint to continue training")
     p.add_argument("--transfer", help="checkpoint to reuse all layers but the head")

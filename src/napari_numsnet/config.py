@@ -18,6 +18,7 @@ LossName = Literal["bdl", "dice", "ce", "dice_ce"]
 ScheduleName = Literal["constant", "cosine", "poly"]
 OptimizerName = Literal["adam", "adamw"]
 StrongViewName = Literal["intensity", "unimatch", "cutmix"]
+ClassWeightsName = Literal["none", "frequency"]
 
 T = TypeVar("T")
 
@@ -183,6 +184,11 @@ class TrainConfig(_Record):
     loss
         ``bdl`` (BCE/2 + Dice, paper eq. 8-10), ``dice``, ``ce`` or ``dice_ce``
         (Dice + cross-entropy, as in nnU-Net).
+    class_weights
+        ``none``, or ``frequency``: the cross-entropy weighs each class by the cube root
+        of how much rarer it is among the annotated pixels than the most frequent class
+        (:mod:`~napari_numsnet.engine.class_weights`; ``ce`` and ``dice_ce`` losses with
+        exclusive classes). The self-learning loop uses it for its tiny k-means classes.
     augment
         The paper's affine (rotation, shifts and shear 0.2, zoom 0.8-1) on every batch.
     rotation
@@ -202,6 +208,12 @@ class TrainConfig(_Record):
         Flip each in-plane axis with probability 1/2 inside the affine, as nnU-Net
         mirrors (only where ``augment`` is on); pair it with test-time flips
         (:attr:`PredictConfig.mirror`).
+    patch_size
+        Side of the square patch, pixels, each augmented training slice is cut to at a
+        random place, as nnU-Net trains on patches (only where ``augment`` is on, for
+        slice and sequence models; a multiple of the model's size rule; 0, or a side not
+        smaller than the slices': the whole slice). Validation and prediction always see
+        whole slices; the semi-supervised term's unannotated slices are cut alike.
     reverse_runs
         For the NUMSnet family: give each training run in descending slice order with
         probability 1/2 (only where ``augment`` is on), so the slice fusion carries
@@ -262,6 +274,7 @@ class TrainConfig(_Record):
     schedule: ScheduleName = "constant"
     warmup_steps: int = 0
     loss: LossName = "bdl"
+    class_weights: ClassWeightsName = "none"
     augment: bool = True
     rotation: float = 0.2
     zoom: tuple[float, float] = (0.8, 1.0)
@@ -269,6 +282,7 @@ class TrainConfig(_Record):
     run_zoom: tuple[float, float] | None = None
     intensity_augment: bool = False
     mirror: bool = False
+    patch_size: int = 0
     reverse_runs: bool = False
     semi_supervised: float = 0.0
     semi_supervised_min_slices: int = 0

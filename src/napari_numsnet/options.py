@@ -125,6 +125,9 @@ def check_train_options(args: argparse.Namespace) -> None:
         "--steps", getattr(args, "steps", None), 1, "an untrained checkpoint is no result"
     )
     check_number("--batch-size", args.batch_size, 1, "slices per step")
+    check_number(
+        "--patch-size", getattr(args, "patch_size", None), 0, "patch side in pixels, 0 = whole"
+    )
     lr = args.learning_rate
     if lr is not None and (not math.isfinite(lr) or lr <= 0):
         raise NumsnetError(
@@ -165,4 +168,7 @@ def check_predict_options(args: argparse.Namespace, inputs: Sequence[str | Path]
     """Refuse ``numsnet predict`` numbers out of range and outputs that are inputs."""
     check_number("--workers", args.workers, 1, "processes")
     check_number("--batch-size", args.batch_size, 1, "slices per step")
+    check_number(
+        "--patch-size", getattr(args, "patch_size", None), 0, "patch side in pixels, 0 = whole"
+    )
     check_not_input(args.output, [*inputs, args.checkpoint, args.input_list])

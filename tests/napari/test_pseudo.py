@@ -44,7 +44,7 @@ def test_self_learning_levels_each_get_a_layer(panel, qtbot, tiny_model, errors)
     tiny_model(widget, epochs=1)
     levels = widget.levels_panel
     levels.levels.setValue(2)
-    levels.epochs.setValue(1)
+    levels.steps.setValue(2)
     widget.pseudo_tab.k.setValue(2)
     widget.pseudo_tab.write_settings()
     shown = []
@@ -56,6 +56,10 @@ def test_self_learning_levels_each_get_a_layer(panel, qtbot, tiny_model, errors)
     result = levels.controller.result
     assert [lv.level for lv in shown] == [lv.level for lv in result.levels]
     assert result.levels[0].level == 0 and len(result.levels) >= 2
+    # The panel's steps per level take effect (the Train tab's recipe counts epochs here).
+    assert result.levels[1].checkpoint.record["steps_done"] == 2
+    # The Train tab's loss (BCE/2 + Dice) has no cross-entropy to weigh: the notes say so.
+    assert any("not weighted" in note for note in result.notes)
     for level in result.levels[1:]:
         name = f"ct level {level.level}" + (" (collapsed)" if level.collapsed else "")
         np.testing.assert_array_equal(viewer.layers[name].data, level.labels)

@@ -4,8 +4,10 @@ Level 1 trains from scratch on the pseudo-labels, level 2 fine-tunes it on level
 predictions, and so on; each finished level appears as its own Labels layer,
 ``<image> level N`` (``(collapsed)`` added when the core's collapse guard fired), so the
 user sees every level and can accept any slice of any level into the annotations.
-The network, slice size and device are the Train tab's; epochs, learning rate and the
-number of levels are set here.
+The network, slice size, device and step budget are the Train tab's (a number of steps
+per level may be set here instead); the learning rate and the number of levels are set
+here. The classes are weighted by their frequency (``SelfLearningConfig.class_weights``),
+so that the small k-means classes are learned.
 """
 
 from __future__ import annotations
@@ -58,7 +60,8 @@ class SelfLearningController(QObject):
     ) -> None:
         super().__init__(parent)
         self.pseudo, self.training = pseudo, training
-        self.levels, self.epochs, self.learning_rate = 2, 20, 9.8e-4
+        self.levels, self.learning_rate = 2, 9.8e-4
+        self.steps = 0  # 0: the Train tab's step budget
         self.result: Any = None
         self.worker: Any = None
         self.running = False
@@ -76,15 +79,16 @@ class SelfLearningController(QObject):
         kmeans = self.pseudo.config
         s = self.training.settings
         model = s.model.replace(num_classes=kmeans.k + 1, exclusive=True)
+        training = s.training.replace(learning_rate=self.learning_rate)
+        if self.steps:
+            training = training.replace(steps=self.steps, steps_per_slice=0)
         stack = L.stack_of(image)
         self._stop.clear()
         worker = create_worker(
             self_learning,
             stack,
             model,
-            s.training.replace(
-                epochs=self.epochs, steps=0, steps_per_slice=0, learning_rate=self.learning_rate
-            ),
+            training,
             kmeans,
             SelfLearningConfig(levels=self.levels),
             preprocess=pipeline.default_preprocess(stack, s.preprocess),
@@ -124,13 +128,19 @@ class SelfLearningController(QObject):
 
 
 class SelfLearningPanel(QGroupBox):
-    """Levels, epochs and learning rate of the loop; Run, Stop, progress and notes."""
+    """Levels, steps and learning rate of the loop; Run, Stop, progress and notes."""
 
     def __init__(self, controller: SelfLearningController, parent=None) -> None:
         super().__init__("Self-learning levels", parent)
         self.controller = controller
         self.levels = QSpinBox(minimum=1, maximum=5, value=controller.levels)
-        self.epochs = QSpinBox(minimum=1, maximum=1000, value=controller.epochs)
+        self.steps = QSpinBox(minimum=0, maximum=100_000, value=controller.steps)
+        self.steps.setSingleStep(100)
+        self.steps.setSpecialValueText("Train tab's budget")
+        self.steps.setToolTip(
+            "Optimiser steps of each level; the lowest value takes the Train tab's step "
+            "budget (its preset's steps per annotated slice)."
+        )
         self.learning_rate = QDoubleSpinBox(decimals=6, minimum=1e-6, maximum=1.0)
         self.learning_rate.setValue(controller.learning_rate)
         self.run_button, self.stop_button = QPushButton("Run levels"), QPushButton("Stop")
@@ -140,7 +150,7 @@ class SelfLearningPanel(QGroupBox):
         self.status.setWordWrap(True)
         form = QFormLayout()
         form.addRow("Levels", self.levels)
-        form.addRow("Epochs (level 1)", self.epochs)
+        form.addRow("Steps per level", self.steps)
         form.addRow("Learning rate", self.learning_rate)
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
@@ -160,7 +170,7 @@ class SelfLearningPanel(QGroupBox):
     @reported
     def _run(self) -> None:
         c = self.controller
-        c.levels, c.epochs = self.levels.value(), self.epochs.value()
+        c.levels, c.steps = self.levels.value(), self.steps.value()
         c.learning_rate = self.learning_rate.value()
         c.start()
 

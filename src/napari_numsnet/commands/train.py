@@ -84,7 +84,7 @@ def _train(args: argparse.Namespace, context) -> int:
         model_cfg = model_cfg.replace(context=args.context)
     training = preset.train.replace(device=device, seed=args.seed)
     training = _with_budget(training, args.epochs, args.steps)
-    for key in ("batch_size", "learning_rate"):
+    for key in ("batch_size", "learning_rate", "patch_size"):
         if getattr(args, key) is not None:
             training = training.replace(**{key: getattr(args, key)})
     preprocess = pipeline.default_preprocess(volumes[0].data, preset.preprocess)

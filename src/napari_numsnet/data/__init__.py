@@ -1,6 +1,6 @@
 """From stacks to training batches: preprocessing, slice choice, batches, augmentation."""
 
-from napari_numsnet.data.augment import affine_matrices, random_affine
+from napari_numsnet.data.augment import affine_matrices, random_affine, random_affine_patch
 from napari_numsnet.data.dataset import (
     Batch,
     TrainingStack,
@@ -45,6 +45,7 @@ __all__ = [
     "minmax",
     "n_train_slices",
     "random_affine",
+    "random_affine_patch",
     "resize_stack",
     "select_slices",
     "validate_pair",

@@ -105,6 +105,7 @@ def random_affine(
     shear: float = 0.2,
     zoom: tuple[float, float] = (0.8, 1.0),
     mirror: bool = False,
+    size: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Apply one random rotation, shift, shear and zoom per slice (or per batch).
 
@@ -127,20 +128,75 @@ def random_affine(
         ``(low, high)`` range of the scale factors; below 1 magnifies.
     mirror
         Also flip each in-plane axis with probability 1/2 (see :func:`affine_matrices`).
+    size
+        Side of a square patch, pixels, cut at a random place of each transformed slice
+        (one place per transform) at the slice's own scale, as nnU-Net trains on
+        patches; 0, or a side not smaller than the slice's: the whole slice.
 
     Returns
     -------
     tuple[torch.Tensor, torch.Tensor]
-        Images ``(B, C, H, W)``, same dtype, bilinear, borders repeated; labels
-        ``(B, H, W)`` long, nearest, 0 (background) where the slice was moved away.
-        Labels only take values that were present in the input.
+        Images ``(B, C, P, P)`` (``P`` = ``size``, else ``(H, W)``), same dtype,
+        bilinear, borders repeated; labels ``(B, P, P)`` long, nearest, 0 (background)
+        where the slice was moved away. Labels only take values that were present in
+        the input.
+    """
+    images, labels, _ = random_affine_patch(
+        images,
+        labels,
+        None,
+        generator,
+        same_for_batch,
+        rotation,
+        shift,
+        shear,
+        zoom,
+        mirror,
+        size,
+    )
+    return images, labels
+
+
+def random_affine_patch(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    mask: torch.Tensor | None,
+    generator: torch.Generator,
+    same_for_batch: bool = False,
+    rotation: float = 0.2,
+    shift: float = 0.2,
+    shear: float = 0.2,
+    zoom: tuple[float, float] = (0.8, 1.0),
+    mirror: bool = False,
+    size: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """:func:`random_affine` that also carries a loss mask through the same transform.
+
+    Parameters
+    ----------
+    images, labels, generator, same_for_batch, rotation, shift, shear, zoom, mirror, size
+        As :func:`random_affine`.
+    mask
+        ``(B, H, W)`` bool, the pixels that enter the loss, or ``None``. It is sampled
+        nearest with its borders repeated, so a slice wholly in (or out of) the loss
+        stays so, moved-in border included.
+
+    Returns
+    -------
+    tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]
+        Images and labels as :func:`random_affine`; the mask ``(B, P, P)`` bool, or
+        ``None``.
     """
     _check_inputs(images, labels)
     batch, _, height, width = images.shape
     n = 1 if same_for_batch else batch
     theta = affine_matrices(n, height, width, generator, rotation, shift, shear, zoom, mirror)
+    out_height, out_width = height, width
+    if 0 < size < min(height, width):
+        theta = patch_window(theta, height, width, size, generator)
+        out_height = out_width = size
     theta = theta.to(images.device).expand(batch, 2, 3)
-    grid = F.affine_grid(theta, [batch, 1, height, width], align_corners=False)
+    grid = F.affine_grid(theta, [batch, 1, out_height, out_width], align_corners=False)
     out_images = F.grid_sample(
         images,
         grid.to(images.dtype),
@@ -155,7 +211,55 @@ def random_affine(
         padding_mode="zeros",
         align_corners=False,
     )
-    return out_images, out_labels[:, 0].round().to(torch.long)
+    out_mask = None
+    if mask is not None:
+        out_mask = (
+            F.grid_sample(
+                mask[:, None].to(torch.float32),
+                grid,
+                mode="nearest",
+                padding_mode="border",
+                align_corners=False,
+            )[:, 0]
+            .round()
+            .to(torch.bool)
+        )
+    return out_images, out_labels[:, 0].round().to(torch.long), out_mask
+
+
+def patch_window(
+    theta: torch.Tensor, height: int, width: int, size: int, generator: torch.Generator
+) -> torch.Tensor:
+    """Narrow affine maps to a random ``size`` x ``size`` window of their output.
+
+    Parameters
+    ----------
+    theta
+        ``(n, 2, 3)`` output-to-input maps in the normalised coordinates of
+        ``F.affine_grid`` (:func:`affine_matrices`).
+    height, width
+        The slice's size, pixels; ``size`` must be below both.
+    size
+        Side of the window, pixels, at the slice's scale (no resampling).
+    generator
+        Source of the window's place, uniform over the transformed slice; drawn after
+        the maps, so a run without patches draws as before.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(n, 2, 3)`` maps from the window's normalised coordinates to the input's.
+    """
+    n = theta.shape[0]
+    extent = torch.tensor(
+        [size / width, size / height], device=theta.device, dtype=theta.dtype
+    )  # the window's half-side over the slice's, x then y
+    u = torch.rand(n, 2, generator=generator, device=generator.device).to(theta.device)
+    centre = (2 * u - 1) * (1 - extent)  # (n, 2) in the transformed slice's coordinates
+    linear = theta[:, :, :2]
+    narrowed = linear * extent.view(1, 1, 2)
+    translation = theta[:, :, 2:] + linear @ centre.to(theta.dtype).unsqueeze(2)
+    return torch.cat([narrowed, translation], dim=2)
 
 
 def _draw(n: int, generator: torch.Generator, low: float, high: float) -> torch.Tensor:

@@ -229,6 +229,7 @@ def ce_loss(
     labels: torch.Tensor,
     exclusive: bool,
     mask: torch.Tensor | None = None,
+    class_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Categorical cross-entropy, mean over counted pixels.
 
@@ -239,6 +240,9 @@ def ce_loss(
     ----------
     logits, labels, exclusive, mask
         As in :func:`dice_loss`.
+    class_weights
+        ``(C,)`` weight of each class's pixels (exclusive models;
+        :mod:`~napari_numsnet.engine.class_weights`); ``None``: 1 each.
 
     Returns
     -------
@@ -248,9 +252,22 @@ def ce_loss(
     if not exclusive:
         return bce_loss(logits, labels, exclusive, mask)
     with _no_autocast(logits):
-        logits, labels, _, keep = _prepare(logits, labels, exclusive, mask)
+        logits, labels, planes, keep = _prepare(logits, labels, exclusive, mask)
+        if class_weights is not None:
+            log_probs = torch.log_softmax(logits, dim=1)
+            return _masked_mean(_weighted_nll(log_probs, planes, class_weights), keep)
         values = F.cross_entropy(logits, labels, reduction="none").unsqueeze(1)
         return _masked_mean(values, keep)
+
+
+def _weighted_nll(
+    log_probs: torch.Tensor, planes: torch.Tensor, class_weights: torch.Tensor | None
+) -> torch.Tensor:
+    """``-w_y log p_y`` per pixel, ``(B, 1, ...)``, from one-hot ``planes``."""
+    if class_weights is not None:
+        shape = (1, -1) + (1,) * (planes.dim() - 2)
+        planes = planes * class_weights.to(planes.device, planes.dtype).view(shape)
+    return -(log_probs * planes).sum(1, keepdim=True)
 
 
 def dice_ce_loss(
@@ -258,6 +275,7 @@ def dice_ce_loss(
     labels: torch.Tensor,
     exclusive: bool,
     mask: torch.Tensor | None = None,
+    class_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Dice + cross-entropy (nnU-Net's default): ``dice + ce``.
 
@@ -269,6 +287,8 @@ def dice_ce_loss(
     ----------
     logits, labels, exclusive, mask
         As in :func:`dice_loss`.
+    class_weights
+        As in :func:`ce_loss`, for the cross-entropy term only.
 
     Returns
     -------
@@ -282,7 +302,7 @@ def dice_ce_loss(
     with _no_autocast(logits):
         logits, labels, planes, keep = _prepare(logits, labels, exclusive, mask)
         log_probs = torch.log_softmax(logits, dim=1)
-        ce = _masked_mean(-(log_probs * planes).sum(1, keepdim=True), keep)
+        ce = _masked_mean(_weighted_nll(log_probs, planes, class_weights), keep)
         return _soft_dice_loss(log_probs.exp(), planes, keep) + ce
 
 

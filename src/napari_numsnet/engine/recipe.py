@@ -67,6 +67,11 @@ def checked_recipe(
             f"Weight averaging decay {config.weight_average} is not in [0, 1).",
             "Use 0 (off) or a decay such as 0.998 (an average over about 500 steps).",
         )
+    if config.patch_size < 0:
+        raise NumsnetError(
+            f"Patch size {config.patch_size} is below 0.",
+            "Use 0 (whole slices) or the side of the training patches in pixels.",
+        )
     if config.run_length < 0:
         raise NumsnetError(
             f"Run length {config.run_length} is below 0.",
@@ -121,3 +126,18 @@ def check_semi_supervised(net: nn.Module, config: TrainConfig) -> None:
             f"Unknown strong view {config.strong_view!r}.",
             f"Choose one of: {', '.join(STRONG_VIEWS)}.",
         )
+
+
+def check_patch(net: nn.Module, config: TrainConfig) -> None:
+    """Refuse training patches whose side ``net`` cannot take (only slice and sequence
+    models are cut to patches; 3D sub-volumes keep their size)."""
+    multiple = int(net.required_multiple)
+    patch = config.patch_size
+    if patch <= 0 or net.kind is ModelKind.VOLUME or patch % multiple == 0:
+        return
+    lower = max(multiple, patch // multiple * multiple)
+    raise NumsnetError(
+        f"Patches of {patch} px do not fit {net.config.name}: its sides must be a "
+        f"multiple of {multiple}.",
+        f"Use a patch size of {lower} or {lower + multiple} px, or 0 for whole slices.",
+    )

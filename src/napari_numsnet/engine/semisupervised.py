@@ -35,6 +35,7 @@ def consistency_loss(
     generator: torch.Generator,
     confidence: float = 0.9,
     strong_view: StrongViewName = "intensity",
+    patch_size: int = 0,
 ) -> tuple[torch.Tensor, float]:
     """FixMatch's unsupervised loss on a batch of unannotated slices.
 
@@ -53,6 +54,9 @@ def consistency_loss(
     strong_view
         ``intensity`` (nnU-Net's intensity changes) or ``unimatch`` (colour jitter, blur
         and CutMix between the unannotated slices of the batch).
+    patch_size
+        Side of the random patch the weak view is cut to (:attr:`TrainConfig.patch_size`;
+        0: the whole slice); the strong view is made from the patch.
 
     Returns
     -------
@@ -62,7 +66,9 @@ def consistency_loss(
         confident (a diagnostic in ``[0, 1]``).
     """
     placeholder = torch.zeros(unlabelled.shape[0], *unlabelled.shape[2:], dtype=torch.long)
-    weak, _ = random_affine(unlabelled, placeholder.to(unlabelled.device), generator)
+    weak, _ = random_affine(
+        unlabelled, placeholder.to(unlabelled.device), generator, size=patch_size
+    )
     with torch.no_grad():
         probabilities = torch.softmax(model(weak, None).logits.float(), dim=1)
         top, pseudo = probabilities.max(dim=1)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from napari_numsnet.config import TrainConfig
-from napari_numsnet.data.augment import random_affine, random_intensity
+from napari_numsnet.data.augment import random_affine_patch, random_intensity
 from napari_numsnet.engine.batches import Batch
 from napari_numsnet.engine.losses import supervised_loss
 from napari_numsnet.engine.semisupervised import consistency_loss
@@ -38,7 +38,8 @@ def train_step(
     """One optimiser step on ``batch``; returns the loss.
 
     2D batches are augmented on the device: the paper's affine (one transform for a run
-    of consecutive slices, one per slice otherwise), then nnU-Net's intensity changes.
+    of consecutive slices, one per slice otherwise) and, with ``patch_size``, a random
+    patch of each, then nnU-Net's intensity changes.
     The loss counts only the pixels of ``batch.mask``; with ``unsupervised_weight`` and
     unannotated slices in the batch, FixMatch's consistency term is added.
     """
@@ -48,14 +49,16 @@ def train_step(
     mask = None if batch.mask is None else batch.mask.to(device, non_blocking=True)
     if config.augment and not batch.volumetric:  # 3D sub-volumes are not augmented
         rotation, zoom = config.affine_ranges(run=batch.ordered)
-        images, labels = random_affine(
+        images, labels, mask = random_affine_patch(
             images,
             labels,
+            mask,
             generator,
             same_for_batch=batch.ordered,
             rotation=rotation,
             zoom=zoom,
             mirror=config.mirror,
+            size=config.patch_size,
         )
         if config.intensity_augment:
             images = random_intensity(images, generator, same_for_batch=batch.ordered)
@@ -66,8 +69,9 @@ def train_step(
         loss = supervised_loss(setup.loss_fn, out, labels, setup.exclusive, mask)
         if unsupervised_weight > 0 and batch.unlabelled is not None:
             unlabelled = batch.unlabelled.to(device, non_blocking=True)
+            patch = config.patch_size if config.augment else 0
             term, _ = consistency_loss(
-                model, unlabelled, generator, config.confidence, config.strong_view
+                model, unlabelled, generator, config.confidence, config.strong_view, patch
             )
             loss = loss + unsupervised_weight * term
     value = float(loss.detach())

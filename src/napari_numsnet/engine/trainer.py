@@ -33,6 +33,7 @@ from napari_numsnet.engine.batches import (
     make_source,
     unannotated_count,
 )
+from napari_numsnet.engine.class_weights import run_loss
 from napari_numsnet.engine.device import (
     describe_device,
     place_model,
@@ -42,8 +43,7 @@ from napari_numsnet.engine.device import (
     training_dtype,
 )
 from napari_numsnet.engine.events import ProgressCallback, TrainEvent, TrainState
-from napari_numsnet.engine.losses import get_loss
-from napari_numsnet.engine.recipe import check_semi_supervised, checked_recipe
+from napari_numsnet.engine.recipe import check_patch, check_semi_supervised, checked_recipe
 from napari_numsnet.engine.schedule import (
     learning_rate_factor,
     make_optimizer,
@@ -121,6 +121,7 @@ def _source_for(
     if kind is ModelKind.VOLUME:
         depth = window_depth(net, max(len(s.images) for s in stacks))
     check_semi_supervised(net, config)
+    check_patch(net, config)
     unlabelled = config.batch_size if config.semi_supervised > 0 else 0
     batch = config.batch_size
     if kind is ModelKind.SEQUENCE and config.run_length > 0:
@@ -200,8 +201,9 @@ def fit(
     if optimizer_state:
         optimizer.load_state_dict(optimizer_state)
     dtype = training_dtype(device, net.kind, config.amp, config.cpu_bf16)
+    loss_fn, weights = run_loss(config, train_stacks, cfg.num_classes, cfg.exclusive)
     setup = StepSetup(
-        get_loss(config.loss),
+        loss_fn,
         optimizer,
         config,
         device,
@@ -222,6 +224,8 @@ def fit(
         batch_size=source.batch_size,
         class_names=names,
     )
+    if weights is not None:
+        record["class_weights"] = [round(float(w), 4) for w in weights]
     steps_per_epoch = source.steps_per_epoch()
     if distributed.active():  # every process must take the same number of steps
         steps_per_epoch = int(distributed.all_reduce(steps_per_epoch, "min"))

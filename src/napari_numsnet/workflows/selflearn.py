@@ -37,8 +37,15 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from napari_numsnet.config import ModelConfig, PredictConfig, PreprocessConfig, TrainConfig
+from napari_numsnet.config import (
+    ClassWeightsName,
+    ModelConfig,
+    PredictConfig,
+    PreprocessConfig,
+    TrainConfig,
+)
 from napari_numsnet.engine.checkpoint import Checkpoint
+from napari_numsnet.engine.class_weights import WEIGHTED_LOSSES
 from napari_numsnet.engine.events import ProgressCallback, TrainEvent, TrainState
 from napari_numsnet.engine.freezing import freeze_first_layers
 from napari_numsnet.engine.trainer import fit
@@ -124,8 +131,11 @@ def self_learning(
         The network of level 1; it must predict ``k + 1`` label values (background and the
         k k-means classes): ``num_classes = k + 1`` for exclusive classes, ``k`` otherwise.
     training
-        Level 1's training (thesis: 20 epochs, 9.8e-4). Levels 2+ take it with the
-        learning rate times ``config.fine_tune_lr_factor`` and ``config.fine_tune_epochs``.
+        Level 1's training (thesis: 20 epochs, 9.8e-4; the plugin's panel: the preset's
+        step budget). Levels 2+ take it with the learning rate times
+        ``config.fine_tune_lr_factor`` and ``config.fine_tune_epochs``. Every level
+        weighs the classes as ``config.class_weights`` says, where its loss has a
+        cross-entropy term (otherwise unweighted, said in ``notes``).
     kmeans, config
         Settings of the pseudo-labels and of the loop; ``None`` for the thesis' values.
     slices
@@ -205,6 +215,9 @@ def self_learning(
         )
 
     notes = list(pseudo.notes)
+    training, weighting = _weighted(training, config.class_weights)
+    if weighting:
+        notes.append(weighting)
     result = SelfLearningResult([], pseudo, classes, chosen, added, notes=notes)
     reference = finish(0, pseudo.labels, None)
     result.levels.append(reference)
@@ -262,6 +275,16 @@ def self_learning(
             notes.append(f"{current.reason} Kept level {level - 1}.")
             break
     return result
+
+
+def _weighted(training: TrainConfig, weights: ClassWeightsName) -> tuple[TrainConfig, str]:
+    """``training`` with the loop's class weighting, and a note when its loss cannot take it."""
+    if weights == "none" or training.loss in WEIGHTED_LOSSES:
+        return training.replace(class_weights=weights), ""
+    return training.replace(class_weights="none"), (
+        f"The classes are not weighted: the {training.loss!r} loss has no cross-entropy "
+        "term, and the smallest k-means classes may be lost (the 'dice_ce' loss weighs them)."
+    )
 
 
 def _fine_tune(

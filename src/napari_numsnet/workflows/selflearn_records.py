@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from napari_numsnet.config import PredictConfig
+from napari_numsnet.config import ClassWeightsName, PredictConfig
 from napari_numsnet.engine.checkpoint import Checkpoint
 from napari_numsnet.errors import NumsnetError
 from napari_numsnet.io.classes import ClassTable
@@ -42,6 +42,11 @@ class SelfLearningConfig:
         Epochs of levels 2 and above; ``None`` takes ``training.epochs``.
     predict
         How the levels predict; ``None`` predicts forward on ``training.device``.
+    class_weights
+        The cross-entropy's class weighting of every level (:attr:`TrainConfig.class_weights`):
+        ``frequency`` (the default) so that the small k-means classes are learned (without
+        it level 1 loses them on the CT sample and the guard stops the loop), ``none`` as
+        the thesis trains. Used where the training loss has a cross-entropy term.
     """
 
     levels: int = 2
@@ -51,6 +56,7 @@ class SelfLearningConfig:
     collapse_ratio: float = 0.1
     fine_tune_epochs: int | None = None
     predict: PredictConfig | None = None
+    class_weights: ClassWeightsName = "frequency"
 
     def __post_init__(self) -> None:
         if int(self.levels) != self.levels or self.levels < 1:
