@@ -281,6 +281,8 @@ _numbers("`train --batch-size 0`", "--batch-size", "0", words=("batch",))
 _numbers("`train --learning-rate nan`", "--learning-rate", "nan", words=("--learning-rate",))
 _numbers("`train --learning-rate -1`", "--learning-rate", "-1", words=("--learning-rate",))
 _numbers("`train --size -32`", "--size", "-32", words=("size",))
+_numbers("`train --patch-size -16`", "--patch-size", "-16", words=("--patch-size",))
+_numbers("`train --patch-size 20` (not a multiple of 16)", "--patch-size", "20", words=("16",))
 _numbers("`train --annotated 99` (outside the 6-slice stack)", "--annotated", "99", words=("99",))
 _numbers("`train --annotated -1`", "--annotated=-1", words=("slice",))
 _numbers(
