@@ -138,8 +138,8 @@ class SelfLearningPanel(QGroupBox):
         self.steps.setSingleStep(100)
         self.steps.setSpecialValueText("Train tab's budget")
         self.steps.setToolTip(
-            "Optimiser steps of each level; the lowest value takes the Train tab's step "
-            "budget (its preset's steps per annotated slice)."
+            "Optimiser steps of each level; the lowest value takes the Train tab's budget "
+            "(the fast preset's steps per annotated slice, or the epochs it is set to)."
         )
         self.learning_rate = QDoubleSpinBox(decimals=6, minimum=1e-6, maximum=1.0)
         self.learning_rate.setValue(controller.learning_rate)
