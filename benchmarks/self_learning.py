@@ -37,6 +37,7 @@ import accuracy_covid
 import common
 
 from napari_numsnet import pipeline
+from napari_numsnet.engine.class_weights import CLASS_WEIGHTINGS
 from napari_numsnet.errors import NumsnetError
 from napari_numsnet.presets import PRESETS
 from napari_numsnet.pseudolabel.records import KMeansConfig
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--class-weights",
-        choices=("none", "frequency"),
+        choices=CLASS_WEIGHTINGS,
         default=SelfLearningConfig().class_weights,
         help="the cross-entropy's class weighting of every level",
     )

@@ -134,15 +134,21 @@ def _chest(z: int = 6, n: int = 48) -> np.ndarray:
 
 
 @pytest.mark.parametrize(
-    ("loss", "expected"), [("dice_ce", "frequency"), ("bdl", "none")], ids=["dice_ce", "bdl"]
+    ("loss", "exclusive", "expected"),
+    [("dice_ce", True, "frequency"), ("bdl", True, "none"), ("dice_ce", False, "none")],
+    ids=["dice_ce", "bdl", "independent planes"],
 )
-def test_self_learning_weighs_its_classes_where_the_loss_can(loss, expected):
+def test_self_learning_weighs_its_classes_where_the_run_can(loss, exclusive, expected):
     training = TrainConfig(
         steps=2, batch_size=2, loss=loss, device="cpu", amp=False, augment=False
     )
+    classes = 3 if exclusive else 2  # background and k = 2 k-means classes either way
+    model = ModelConfig(
+        "drsegunet", num_classes=classes, widths=(4, 8, 8, 8, 8), exclusive=exclusive
+    )
     result = self_learning(
         _chest(),
-        ModelConfig("drsegunet", num_classes=3, widths=(4, 8, 8, 8, 8)),
+        model,
         training,
         KMeansConfig(k=2),
         SelfLearningConfig(levels=1),

@@ -13,15 +13,19 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from typing import get_args
 
 import numpy as np
 import torch
 
-from napari_numsnet.config import TrainConfig
+from napari_numsnet.config import ClassWeightsName, TrainConfig
 from napari_numsnet.data.dataset import StackSample, TrainingStack
 from napari_numsnet.engine import distributed
 from napari_numsnet.engine.losses import LossFn, get_loss
 from napari_numsnet.errors import NumsnetError
+
+#: The class weightings of ``TrainConfig.class_weights``.
+CLASS_WEIGHTINGS: tuple[str, ...] = get_args(ClassWeightsName)
 
 #: Losses with a cross-entropy term, the ones a class weight applies to.
 WEIGHTED_LOSSES: tuple[str, ...] = ("ce", "dice_ce")
@@ -70,6 +74,12 @@ def frequency_weights(counts: np.ndarray) -> torch.Tensor:
     return torch.as_tensor(weights, dtype=torch.float32)
 
 
+def takes_class_weights(loss: str, exclusive: bool) -> bool:
+    """Whether a run with ``loss`` can weigh its classes: a cross-entropy term
+    (:data:`WEIGHTED_LOSSES`) over exclusive classes."""
+    return loss in WEIGHTED_LOSSES and exclusive
+
+
 def class_weights_for(
     config: TrainConfig,
     stacks: Sequence[StackSample | TrainingStack],
@@ -88,12 +98,12 @@ def class_weights_for(
     """
     if config.class_weights == "none":
         return None
-    if config.class_weights != "frequency":
+    if config.class_weights not in CLASS_WEIGHTINGS:
         raise NumsnetError(
             f"Unknown class weighting {config.class_weights!r}.",
-            "Choose 'none' or 'frequency'.",
+            f"Choose one of: {', '.join(CLASS_WEIGHTINGS)}.",
         )
-    if config.loss not in WEIGHTED_LOSSES or not exclusive:
+    if not takes_class_weights(config.loss, exclusive):
         raise NumsnetError(
             f"Class weights apply to the cross-entropy of exclusive classes; this run uses "
             f"the {config.loss!r} loss" + ("" if exclusive else " on independent classes") + ".",

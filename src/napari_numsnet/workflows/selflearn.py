@@ -45,7 +45,7 @@ from napari_numsnet.config import (
     TrainConfig,
 )
 from napari_numsnet.engine.checkpoint import Checkpoint
-from napari_numsnet.engine.class_weights import WEIGHTED_LOSSES
+from napari_numsnet.engine.class_weights import takes_class_weights
 from napari_numsnet.engine.events import ProgressCallback, TrainEvent, TrainState
 from napari_numsnet.engine.freezing import freeze_first_layers
 from napari_numsnet.engine.trainer import fit
@@ -215,7 +215,7 @@ def self_learning(
         )
 
     notes = list(pseudo.notes)
-    training, weighting = _weighted(training, config.class_weights)
+    training, weighting = _weighted(training, config.class_weights, model.exclusive)
     if weighting:
         notes.append(weighting)
     result = SelfLearningResult([], pseudo, classes, chosen, added, notes=notes)
@@ -277,13 +277,21 @@ def self_learning(
     return result
 
 
-def _weighted(training: TrainConfig, weights: ClassWeightsName) -> tuple[TrainConfig, str]:
-    """``training`` with the loop's class weighting, and a note when its loss cannot take it."""
-    if weights == "none" or training.loss in WEIGHTED_LOSSES:
+def _weighted(
+    training: TrainConfig, weights: ClassWeightsName, exclusive: bool
+) -> tuple[TrainConfig, str]:
+    """``training`` with the loop's class weighting, and a note when the run cannot take
+    it (a loss without a cross-entropy term, or independent classes)."""
+    if weights == "none" or takes_class_weights(training.loss, exclusive):
         return training.replace(class_weights=weights), ""
+    why = (
+        f"the {training.loss!r} loss has no cross-entropy term"
+        if exclusive
+        else "the model's classes are independent planes"
+    )
     return training.replace(class_weights="none"), (
-        f"The classes are not weighted: the {training.loss!r} loss has no cross-entropy "
-        "term, and the smallest k-means classes may be lost (the 'dice_ce' loss weighs them)."
+        f"The classes are not weighted: {why}, and the smallest k-means classes may be lost "
+        "(the 'dice_ce' loss with exclusive classes weighs them)."
     )
 
 
