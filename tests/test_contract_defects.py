@@ -10,7 +10,8 @@ from napari_numsnet.config import ModelConfig, PreprocessConfig
 from napari_numsnet.data.hounsfield import looks_like_hounsfield
 from napari_numsnet.data.preprocess import Preprocessor
 from napari_numsnet.engine.checkpoint import Checkpoint, transfer_model
-from napari_numsnet.engine.losses import get_loss, supervised_loss
+from napari_numsnet.engine.losses import get_loss
+from napari_numsnet.engine.output_loss import supervised_loss
 from napari_numsnet.models import create_model
 from napari_numsnet.models.blocks import SegmentationOutput
 from napari_numsnet.pseudolabel import lungmask

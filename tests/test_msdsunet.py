@@ -8,7 +8,8 @@ import torch
 
 from napari_numsnet import pipeline
 from napari_numsnet.config import ModelConfig, PreprocessConfig, TrainConfig
-from napari_numsnet.engine.losses import bdl_loss, supervised_loss
+from napari_numsnet.engine.losses import bdl_loss
+from napari_numsnet.engine.output_loss import supervised_loss
 from napari_numsnet.engine.volumetric import (
     VolumeSample,
     iter_subvolumes,

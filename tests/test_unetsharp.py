@@ -7,7 +7,8 @@ import torch
 
 from napari_numsnet.config import ModelConfig, TrainConfig
 from napari_numsnet.data.dataset import TrainingStack
-from napari_numsnet.engine.losses import bdl_loss, presence_targets, supervised_loss
+from napari_numsnet.engine.losses import bdl_loss
+from napari_numsnet.engine.output_loss import presence_targets, supervised_loss
 from napari_numsnet.engine.trainer import fit
 from napari_numsnet.models import create_model
 

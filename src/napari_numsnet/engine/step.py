@@ -13,7 +13,7 @@ from torch import nn
 from napari_numsnet.config import TrainConfig
 from napari_numsnet.data.augment import random_affine_patch, random_intensity
 from napari_numsnet.engine.batches import Batch
-from napari_numsnet.engine.losses import supervised_loss
+from napari_numsnet.engine.output_loss import supervised_loss
 from napari_numsnet.engine.semisupervised import consistency_loss
 from napari_numsnet.errors import NumsnetError
 
