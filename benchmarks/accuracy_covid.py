@@ -36,6 +36,7 @@ import common
 
 from napari_numsnet import pipeline
 from napari_numsnet.config import PredictConfig
+from napari_numsnet.engine.class_weights import CLASS_WEIGHTINGS
 from napari_numsnet.engine.metrics import SegmentationMetrics, dice_per_class
 from napari_numsnet.io.classes import ClassTable
 from napari_numsnet.presets import PRESETS
@@ -128,6 +129,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--size", type=int, default=None, help="override the preset's size")
     parser.add_argument("--limit", type=int, default=None, help="first N slices of each split")
+    parser.add_argument(
+        "--class-weights",
+        choices=CLASS_WEIGHTINGS,
+        default=None,
+        help="weigh the cross-entropy by class (default: the preset's)",
+    )
     args = parser.parse_args(argv)
     common.set_threads(args.threads)
     folder = args.data_root / args.dataset
@@ -144,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
             training = preset.train.replace(device=args.device, seed=seed)
             if args.epochs:  # an epoch count replaces the preset's step budget
                 training = training.replace(epochs=args.epochs, steps=0)
+            if args.class_weights is not None:
+                training = training.replace(class_weights=args.class_weights)
             start = time.perf_counter()
             if stages:
                 region, inner = (
@@ -165,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
                 "epochs": training.epochs,
                 "steps": int(checkpoint.record.get("steps_done", 0)),
                 "batch_size": training.batch_size,
+                "class_weights": training.class_weights,
                 "size": preprocess.size,
                 "widths": list(checkpoint.model_config.widths),
                 "train_slices": len(train_set),

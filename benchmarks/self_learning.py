@@ -15,6 +15,7 @@ Each level trains as the plugin's Self-learning panel does: the chosen preset's 
 and step budget with the thesis' learning rate (9.8e-4), the classes weighted by their
 frequency (``SelfLearningConfig.class_weights``); ``--epochs 20`` trains the thesis'
 epoch count instead, ``--steps`` a fixed budget, ``--class-weights none`` unweighted.
+Levels 2+ run as many steps as level 1 ran (``--fine-tune-steps`` another number).
 
 Results: ``<out>/self_learning.jsonl``, one line per (stack, seed, level); a stack on
 which the k-means step fails is recorded with the error.
@@ -114,6 +115,12 @@ def main(argv: list[str] | None = None) -> int:
         "--steps", type=int, default=0, help="a fixed step budget per level instead"
     )
     parser.add_argument(
+        "--fine-tune-steps",
+        type=int,
+        default=None,
+        help="steps of levels 2+ (default: as many as level 1 ran, as the panel trains)",
+    )
+    parser.add_argument(
         "--class-weights",
         choices=CLASS_WEIGHTINGS,
         default=SelfLearningConfig().class_weights,
@@ -150,7 +157,11 @@ def main(argv: list[str] | None = None) -> int:
                 training = training.replace(steps=args.steps, steps_per_slice=0)
             elif args.epochs:
                 training = training.replace(epochs=args.epochs, steps=0, steps_per_slice=0)
-            config = SelfLearningConfig(levels=args.levels, class_weights=args.class_weights)
+            config = SelfLearningConfig(
+                levels=args.levels,
+                class_weights=args.class_weights,
+                fine_tune_steps=args.fine_tune_steps,
+            )
             if args.no_guard:  # only classes above 49% of the lung watched, at 1e-9 of it
                 config = dataclasses.replace(config, min_class_fraction=0.49, collapse_ratio=1e-9)
             preprocess = pipeline.default_preprocess(image, preset.preprocess)
@@ -164,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
                 "preset": preset.name,
                 "epochs": args.epochs,
                 "steps": args.steps,
+                "fine_tune_steps": args.fine_tune_steps,
                 "learning_rate": args.learning_rate,
                 "class_weights": args.class_weights,
                 "guard": not args.no_guard,

@@ -156,10 +156,12 @@ def test_accuracy_covid_reads_the_colour_labels(tmp_path):
     rgb[1, 2] = (0, 128, 0)
     assert covid.rgb_to_labels(rgb).tolist() == [[1, 0, 0], [0, 0, 2]]
     args = ["--data-root", str(DATA), "--out", str(tmp_path), "--models", "unet",
-            "--seeds", "0", "--epochs", "1", "--size", "32", "--limit", "2"]  # fmt: skip
+            "--seeds", "0", "--epochs", "1", "--size", "32", "--limit", "2",
+            "--class-weights", "frequency"]  # fmt: skip
     assert covid.main(args) == 0
     (record,) = _lines(tmp_path / "accuracy_covid.jsonl")
     assert (record["train_slices"], record["test_slices"]) == (2, 2)
+    assert record["class_weights"] == "frequency"  # the preset's is "none"
     assert 0.0 <= record["scores"]["ground-glass"]["dice"] <= 1.0
 
 
@@ -179,6 +181,16 @@ def test_self_learning_scores_every_level(tmp_path):
     ref = np.array([1, 1, 0, 1, 0], dtype=bool)
     scores = sl.overlap(pred, ref)
     assert scores == {"dice": 4 / 6, "precision": 2 / 3, "recall": 2 / 3}
+
+
+def test_self_learning_fine_tune_steps_take_effect(tmp_path):
+    sl = _module("self_learning")
+    args = ["--out", str(tmp_path), "--stacks", "ct", "--seeds", "0", "--steps", "40",
+            "--fine-tune-steps", "2", "--levels", "2", "--size", "32", "--model", "unet",
+            "--no-guard", "--learning-rate", "1e-2"]  # fmt: skip
+    assert sl.main(args) == 0
+    records = _lines(tmp_path / "self_learning.jsonl")
+    assert [(r["level"], r["train_steps"]) for r in records] == [(0, 0), (1, 40), (2, 2)]
 
 
 def test_speed_measures_throughput_and_memory(tmp_path):

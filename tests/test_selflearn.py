@@ -24,6 +24,7 @@ from napari_numsnet.workflows.selflearn import (
     SelfLearningConfig,
     SelfLearningResult,
     collapse_reason,
+    fine_tune_budget,
     self_learning,
 )
 
@@ -183,6 +184,44 @@ def test_level_two_fine_tunes_level_one_at_a_hundredth_of_the_rate(run):
     drift = max(float((level2.state_dict[k] - level1.state_dict[k]).abs().max()) for k in params)
     assert 0.0 < drift <= 3.2 * LEVEL2_STEPS * 1e-4
     assert level2.record["epochs_done"] == FINE_TUNE.fine_tune_epochs
+
+
+def test_a_step_budget_gives_level_two_the_steps_level_one_ran():
+    """The presets grow the budget with the slices (here 2 a slice): level 1 trains on the
+    6 lung slices (12 steps); level 2, on all 8, runs those 12 steps, not 16."""
+    training = TRAINING.replace(steps=100, steps_per_slice=2, min_steps=1)
+    result = self_learning(
+        _phantom(), MODEL, training, KMEANS, SelfLearningConfig(), preprocess=PREPROCESS
+    )
+    level1, level2 = (lv.checkpoint for lv in result.levels[1:3])
+    assert level1.record["steps_done"] == 2 * len(LUNG_SLICES)
+    assert len(level2.record["annotated"]["stack"]) == Z
+    assert level2.record["steps_done"] == level1.record["steps_done"]
+    assert level2.train_config.learning_rate == pytest.approx(training.learning_rate * 0.01)
+
+
+@pytest.mark.parametrize(
+    ("config", "steps", "epochs"),
+    [
+        (SelfLearningConfig(), 120, 10),  # a step budget: level 1's steps
+        (SelfLearningConfig(fine_tune_steps=7), 7, 10),
+        (SelfLearningConfig(fine_tune_epochs=3), 0, 3),  # counted in epochs, as asked
+    ],
+)
+def test_fine_tune_budget_of_a_step_run(config, steps, epochs):
+    training = TRAINING.replace(steps=6000, steps_per_slice=150, min_steps=400)
+    tuned = fine_tune_budget(training, config, level1_steps=120)
+    assert (tuned.steps, tuned.epochs) == (steps, epochs)
+    assert tuned.steps_per_slice == 0
+    assert tuned.learning_rate == pytest.approx(training.learning_rate * 0.01)
+
+
+def test_fine_tune_budget_of_an_epoch_run_is_the_thesis_epochs():
+    assert fine_tune_budget(TRAINING, SelfLearningConfig(), level1_steps=40) == TRAINING.replace(
+        learning_rate=TRAINING.learning_rate * 0.01
+    )
+    tuned = fine_tune_budget(TRAINING, SelfLearningConfig(fine_tune_steps=5), level1_steps=40)
+    assert (tuned.steps, tuned.steps_per_slice) == (5, 0)
 
 
 def test_events_and_levels_are_reported_in_order(run):
@@ -399,6 +438,9 @@ def test_bad_inputs_say_what_to_do():
         {"frozen_layers": -1},
         {"collapse_ratio": 0.0},
         {"fine_tune_epochs": 0},
+        {"fine_tune_steps": 0},
+        {"fine_tune_steps": 2.5},
+        {"fine_tune_steps": 10, "fine_tune_epochs": 2},
     ):
         with pytest.raises(NumsnetError):
             SelfLearningConfig(**bad)

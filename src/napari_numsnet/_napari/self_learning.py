@@ -138,8 +138,9 @@ class SelfLearningPanel(QGroupBox):
         self.steps.setSingleStep(100)
         self.steps.setSpecialValueText("Train tab's budget")
         self.steps.setToolTip(
-            "Optimiser steps of each level; the lowest value takes the Train tab's budget "
-            "(the fast preset's steps per annotated slice, or the epochs it is set to)."
+            "Optimiser steps of each level. The lowest value gives level 1 the Train tab's "
+            "budget (the fast preset's steps per annotated slice, or the epochs it is set "
+            "to) and each later level as many steps as level 1 ran."
         )
         self.learning_rate = QDoubleSpinBox(decimals=6, minimum=1e-6, maximum=1.0)
         self.learning_rate.setValue(controller.learning_rate)

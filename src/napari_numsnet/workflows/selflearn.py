@@ -73,6 +73,7 @@ __all__ = [
     "SelfLearningResult",
     "class_names",
     "collapse_reason",
+    "fine_tune_budget",
     "freeze_first_layers",
     "label_fractions",
     "self_learning",
@@ -133,7 +134,7 @@ def self_learning(
     training
         Level 1's training (thesis: 20 epochs, 9.8e-4; the plugin's panel: the preset's
         step budget). Levels 2+ take it with the learning rate times
-        ``config.fine_tune_lr_factor`` and ``config.fine_tune_epochs``. Every level
+        ``config.fine_tune_lr_factor`` and the budget of :func:`fine_tune_budget`. Every level
         weighs the classes as ``config.class_weights`` says, where its loss has a
         cross-entropy term (otherwise unweighted, said in ``notes``).
     kmeans, config
@@ -224,10 +225,6 @@ def self_learning(
     if on_level is not None:
         on_level(reference)
     predict_config = config.predict or PredictConfig(device=training.device)
-    fine_tuning = training.replace(
-        learning_rate=training.learning_rate * config.fine_tune_lr_factor,
-        epochs=config.fine_tune_epochs or training.epochs,
-    )
 
     for level in range(1, config.levels + 1):
         if stop.is_set():
@@ -244,12 +241,14 @@ def self_learning(
             )
         else:
             assert previous.checkpoint is not None
+            level1 = result.levels[1].checkpoint
+            assert level1 is not None
             ckpt, frozen = _fine_tune(
                 previous.checkpoint,
                 image,
                 previous.labels,
                 evaluated,
-                fine_tuning,
+                fine_tune_budget(training, config, int(level1.record.get("steps_done", 0))),
                 config,
                 classes,
                 emit,
@@ -275,6 +274,26 @@ def self_learning(
             notes.append(f"{current.reason} Kept level {level - 1}.")
             break
     return result
+
+
+def fine_tune_budget(
+    training: TrainConfig, config: SelfLearningConfig, level1_steps: int
+) -> TrainConfig:
+    """The training of levels 2 and above.
+
+    ``training`` at ``config.fine_tune_lr_factor`` times its learning rate, for
+    ``config.fine_tune_steps`` steps or ``config.fine_tune_epochs`` epochs when one is
+    set; otherwise for ``level1_steps`` steps (the optimiser steps level 1 ran) where
+    ``training`` has a step budget, and for ``training.epochs`` where it counts epochs.
+    """
+    tuned = training.replace(learning_rate=training.learning_rate * config.fine_tune_lr_factor)
+    if config.fine_tune_steps is not None:
+        return tuned.replace(steps=config.fine_tune_steps, steps_per_slice=0, min_steps=0)
+    if config.fine_tune_epochs is not None:
+        return tuned.replace(epochs=config.fine_tune_epochs, steps=0, steps_per_slice=0)
+    if training.steps > 0 and level1_steps > 0:
+        return tuned.replace(steps=level1_steps, steps_per_slice=0, min_steps=0)
+    return tuned
 
 
 def _weighted(
