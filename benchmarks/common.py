@@ -89,11 +89,13 @@ RECIPE_OPTIONS = (
     "strong_view",
     "confidence",
     "patch_size",
+    "class_weights",
 )
 
 
 def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of :data:`RECIPE_OPTIONS` (default ``None``: the preset's value)."""
+    from napari_numsnet.engine.class_weights import CLASS_WEIGHTINGS
     from napari_numsnet.engine.recipe import STRONG_VIEWS
 
     parser.add_argument(
@@ -147,6 +149,12 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help="train on random square patches of this side, px (0: whole slices)",
+    )
+    parser.add_argument(
+        "--class-weights",
+        choices=CLASS_WEIGHTINGS,
+        default=None,
+        help="weigh the cross-entropy by class (default: the preset's)",
     )
     parser.add_argument(
         "--default-layout",

@@ -283,6 +283,14 @@ _numbers("`train --learning-rate -1`", "--learning-rate", "-1", words=("--learni
 _numbers("`train --size -32`", "--size", "-32", words=("size",))
 _numbers("`train --patch-size -16`", "--patch-size", "-16", words=("--patch-size",))
 _numbers("`train --patch-size 20` (not a multiple of 16)", "--patch-size", "20", words=("16",))
+_numbers(
+    "`train --class-weights frequency --preset paper` (its loss has no cross-entropy)",
+    "--class-weights",
+    "frequency",
+    "--preset",
+    "paper",
+    words=("--class-weights", "fast preset"),
+)
 _numbers("`train --annotated 99` (outside the 6-slice stack)", "--annotated", "99", words=("99",))
 _numbers("`train --annotated -1`", "--annotated=-1", words=("slice",))
 _numbers(

@@ -265,11 +265,13 @@ def test_monai_comparison(tmp_path):
 
 def test_first_prediction_and_report(tmp_path):
     fp = _module("first_prediction")
-    args = ["--out", str(tmp_path), "--models", "unet", "--epochs", "1", "--size", "32"]
+    args = ["--out", str(tmp_path), "--models", "unet", "--epochs", "1", "--size", "32",
+            "--class-weights", "frequency"]  # fmt: skip
     assert fp.main(args) == 0
     (record,) = _lines(tmp_path / "first_prediction.jsonl")
     # 10% of the 30-slice sample: 3 annotated slices.
     assert len(record["annotated"]) == 3
+    assert record["recipe"]["class_weights"] == "frequency"  # the preset's is "none"
     assert record["seconds_total"] >= record["seconds_training"] > 0
     report = _module("report")
     speed = _module("speed")

@@ -321,6 +321,26 @@ def test_train_patch_size_takes_effect_or_is_refused(nifti_pair, tmp_path, capsy
         assert not (tmp_path / "bad.numsnet.pt").exists()
 
 
+def test_train_class_weights_take_effect_or_are_refused(nifti_pair, tmp_path, capsys):
+    image_path, labels_path = nifti_pair
+    ckpt = tmp_path / "weighted.numsnet.pt"
+    common = ["train", "--image", image_path, "--labels", labels_path, "--annotated", "3,5",
+              "--num-classes", "6", "--steps", "2", "--size", "32", *TINY]  # fmt: skip
+    status, out, err = run(capsys, *common, "--class-weights", "frequency", "--output", ckpt)
+    assert status == 0, err
+    assert "classes weighted by frequency" in out
+    assert load_checkpoint(ckpt).train_config.class_weights == "frequency"
+    # The paper preset's BCE/2 + Dice has no cross-entropy to weigh: refused before training.
+    bad = tmp_path / "bad.numsnet.pt"
+    paper = [*common, "--preset", "paper", "--class-weights", "frequency", "--output", bad]
+    status, _, err = run(capsys, *paper)
+    assert status == 2 and "--class-weights frequency" in err and "fast preset" in err
+    assert "Traceback" not in err and not bad.exists()
+    with pytest.raises(SystemExit) as info:
+        main([str(a) for a in (*common, "--class-weights", "often", "--output", bad)])
+    assert info.value.code == 2 and "invalid choice: 'often'" in capsys.readouterr().err
+
+
 def test_every_option_has_a_help_text_that_shows_its_default(capsys):
     from napari_numsnet.cli import build_parser
 

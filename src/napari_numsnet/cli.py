@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 
@@ -32,7 +33,7 @@ from napari_numsnet.commands.common import (
 )
 from napari_numsnet.commands.predict import cmd_predict
 from napari_numsnet.commands.train import cmd_train
-from napari_numsnet.config import DEFAULT_MODEL, SamplingConfig
+from napari_numsnet.config import DEFAULT_MODEL, ClassWeightsName, SamplingConfig
 from napari_numsnet.errors import NumsnetError
 from napari_numsnet.presets import PRESETS, default_preset, get_preset
 
@@ -260,6 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--patch-size",
         type=int,
         help="train on random square patches of this side, px (0 = whole slices, the default)",
+    )
+    p.add_argument(
+        "--class-weights",
+        choices=get_args(ClassWeightsName),
+        help="weigh the cross-entropy by how rare each class is ('frequency'; the presets: "
+        "'none'); for the dice_ce and ce losses with exclusive classes",
     )
     p.add_argument("--size", type=int, help="slice side for the network (0 = native)")
     p.add_argument("--resume", help="checkpoint to continue training")

@@ -48,8 +48,8 @@ def _recipe_note(
 ) -> str:
     """What the recipe adds beyond the budget and batch, in words: the semi-supervised term
     (``, semi-supervised (unimatch) on the unannotated slices``, why it waits, or that this
-    model trains without it; the trainer's rule, ``semi_supervised_held_back``) and
-    bfloat16 where this CPU computes it."""
+    model trains without it; the trainer's rule, ``semi_supervised_held_back``), class
+    weights when asked for, and bfloat16 where this CPU computes it."""
     from napari_numsnet.engine.device import select_device, training_dtype
     from napari_numsnet.engine.recipe import semi_supervised_held_back, takes_semi_supervised
     from napari_numsnet.models import get_spec
@@ -64,6 +64,8 @@ def _recipe_note(
             notes.append(f"no semi-supervised term yet ({held_back})")
         else:
             notes.append(f"semi-supervised ({training.strong_view}) on the unannotated slices")
+    if training.class_weights != "none":
+        notes.append(f"classes weighted by {training.class_weights}")
     chosen = select_device(device)
     if chosen.type == "cpu" and training_dtype(chosen, kind, False, training.cpu_bf16):
         notes.append("bfloat16 on this CPU")

@@ -20,6 +20,7 @@ from napari_numsnet.commands.common import (
 )
 from napari_numsnet.config import DEFAULT_MODEL
 from napari_numsnet.data.slices import annotated_slices
+from napari_numsnet.engine.class_weights import takes_class_weights
 from napari_numsnet.engine.device import select_device
 from napari_numsnet.errors import NumsnetError
 from napari_numsnet.presets import PRESETS, default_preset, get_preset
@@ -84,9 +85,21 @@ def _train(args: argparse.Namespace, context) -> int:
         model_cfg = model_cfg.replace(context=args.context)
     training = preset.train.replace(device=device, seed=args.seed)
     training = _with_budget(training, args.epochs, args.steps)
-    for key in ("batch_size", "learning_rate", "patch_size"):
-        if getattr(args, key) is not None:
+    for key in ("batch_size", "learning_rate", "patch_size", "class_weights"):
+        if getattr(args, key, None) is not None:
             training = training.replace(**{key: getattr(args, key)})
+    built = resume.model_config if resume is not None else model_cfg
+    if training.class_weights != "none" and not takes_class_weights(
+        training.loss, built.exclusive
+    ):
+        raise NumsnetError(
+            f"--class-weights {training.class_weights} weighs a cross-entropy, and this run "
+            f"(preset {preset.name}) trains with the {training.loss!r} loss"
+            + ("" if built.exclusive else " on independent classes")
+            + ", which has none.",
+            "Use the fast preset (Dice + cross-entropy) with a model of exclusive classes, "
+            "or leave out --class-weights.",
+        )
     preprocess = pipeline.default_preprocess(volumes[0].data, preset.preprocess)
     if args.size is not None:
         preprocess = preprocess.replace(size=args.size or None)
@@ -116,7 +129,6 @@ def _train(args: argparse.Namespace, context) -> int:
                 f"no --annotated: every slice with a label counts as annotated ({n} slices); "
                 "give --annotated to train on some of them only"
             )
-        built = resume.model_config if resume is not None else model_cfg
         print(
             f"model {built.name}{_context_note(built.context)}; preset {preset.name}: "
             f"{_budget(training, n)}, {_batch_note(built.name, training, n)}"
