@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from napari_numsnet import pipeline
-from napari_numsnet.config import PreprocessConfig, TrainConfig
+from napari_numsnet.config import TrainConfig
 from napari_numsnet.engine import class_weights as class_weights_module
 from napari_numsnet.presets import PRESETS
 
@@ -34,7 +33,9 @@ def test_the_box_follows_the_preset_and_reaches_the_settings(panel):
     assert widget.training.settings.training.class_weights == "none"
 
 
-def test_a_run_from_the_tab_with_the_box_ticked_weighs_the_classes(panel, qtbot, monkeypatch):
+def test_a_run_from_the_tab_with_the_box_ticked_weighs_the_classes(
+    panel, qtbot, monkeypatch, tiny_slice_run
+):
     _, widget = panel
     tab = widget.train_tab
     weights: list[torch.Tensor | None] = []
@@ -45,18 +46,8 @@ def test_a_run_from_the_tab_with_the_box_ticked_weighs_the_classes(panel, qtbot,
         return weights[-1]
 
     monkeypatch.setattr(class_weights_module, "class_weights_for", spy)
-    a = widget.annotation
-    sample = pipeline.load_sample()
-    a.new_labels_layer(sample.classes)
-    for z in a.planned[:2]:
-        a.labels.data[int(z)] = sample.labels[int(z)]
-        a.mark(int(z))
-    tab.model.setCurrentIndex(tab.model.findData("drsegunet"))
-    settings = widget.training.settings
-    settings.model = settings.model.replace(widths=(4, 8, 8, 8, 8))  # seconds, not minutes
-    settings.preprocess = PreprocessConfig(size=32)
-    settings.training = TrainConfig(steps=3, batch_size=2, device="cpu", amp=False, loss="dice_ce")
-    tab._show_settings()
+    training = TrainConfig(steps=3, batch_size=2, device="cpu", amp=False, loss="dice_ce")
+    tiny_slice_run(widget, training)
     tab.class_weights.setChecked(True)
     tab._start(resume=False)
     qtbot.waitUntil(

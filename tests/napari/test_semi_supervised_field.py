@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from napari_numsnet import pipeline
-from napari_numsnet.config import PreprocessConfig, TrainConfig
+from napari_numsnet.config import TrainConfig
 from napari_numsnet.engine import step as step_module
 from napari_numsnet.presets import PRESETS, SEMI_SUPERVISED
 
@@ -30,7 +29,9 @@ def test_the_box_follows_the_preset_and_reaches_the_settings(panel):
     assert widget.training.settings.training.semi_supervised == 0.0
 
 
-def test_a_run_from_the_tab_with_the_box_ticked_uses_the_term(panel, qtbot, monkeypatch):
+def test_a_run_from_the_tab_with_the_box_ticked_uses_the_term(
+    panel, qtbot, monkeypatch, tiny_slice_run
+):
     _, widget = panel
     tab = widget.train_tab
     calls = []
@@ -41,20 +42,10 @@ def test_a_run_from_the_tab_with_the_box_ticked_uses_the_term(panel, qtbot, monk
         return original(model, unlabelled, *args)
 
     monkeypatch.setattr(step_module, "consistency_loss", spy)
-    a = widget.annotation
-    sample = pipeline.load_sample()
-    a.new_labels_layer(sample.classes)
-    for z in a.planned[:2]:
-        a.labels.data[int(z)] = sample.labels[int(z)]
-        a.mark(int(z))
-    tab.model.setCurrentIndex(tab.model.findData("drsegunet"))
-    settings = widget.training.settings
-    settings.model = settings.model.replace(widths=(4, 8, 8, 8, 8))  # seconds, not minutes
-    settings.preprocess = PreprocessConfig(size=32)
-    settings.training = TrainConfig(steps=5, batch_size=2, device="cpu", amp=False)
-    tab._show_settings()
+    tiny_slice_run(widget, TrainConfig(steps=5, batch_size=2, device="cpu", amp=False))
     assert not tab.semi_supervised.isChecked()
     tab.semi_supervised.setChecked(True)
+    settings = widget.training.settings
     settings.training = settings.training.replace(semi_supervised_min_slices=1)
     tab._start(resume=False)
     qtbot.waitUntil(
