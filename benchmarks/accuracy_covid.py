@@ -36,7 +36,6 @@ import common
 
 from napari_numsnet import pipeline
 from napari_numsnet.config import PredictConfig
-from napari_numsnet.engine.class_weights import CLASS_WEIGHTINGS
 from napari_numsnet.engine.metrics import SegmentationMetrics, dice_per_class
 from napari_numsnet.io.classes import ClassTable
 from napari_numsnet.presets import PRESETS
@@ -129,12 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--size", type=int, default=None, help="override the preset's size")
     parser.add_argument("--limit", type=int, default=None, help="first N slices of each split")
-    parser.add_argument(
-        "--class-weights",
-        choices=CLASS_WEIGHTINGS,
-        default=None,
-        help="weigh the cross-entropy by class (default: the preset's)",
-    )
+    common.add_class_weights_argument(parser)
     args = parser.parse_args(argv)
     common.set_threads(args.threads)
     folder = args.data_root / args.dataset

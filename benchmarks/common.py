@@ -95,7 +95,6 @@ RECIPE_OPTIONS = (
 
 def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of :data:`RECIPE_OPTIONS` (default ``None``: the preset's value)."""
-    from napari_numsnet.engine.class_weights import CLASS_WEIGHTINGS
     from napari_numsnet.engine.recipe import STRONG_VIEWS
 
     parser.add_argument(
@@ -150,17 +149,24 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="train on random square patches of this side, px (0: whole slices)",
     )
-    parser.add_argument(
-        "--class-weights",
-        choices=CLASS_WEIGHTINGS,
-        default=None,
-        help="weigh the cross-entropy by class (default: the preset's)",
-    )
+    add_class_weights_argument(parser)
     parser.add_argument(
         "--default-layout",
         action="store_true",
         help="train and predict in the default memory layout, not channels-last on the CPU "
         "(to measure what channels-last does)",
+    )
+
+
+def add_class_weights_argument(parser: argparse.ArgumentParser) -> None:
+    """``--class-weights`` (default ``None``: the preset's ``TrainConfig.class_weights``)."""
+    from napari_numsnet.engine.class_weights import CLASS_WEIGHTINGS
+
+    parser.add_argument(
+        "--class-weights",
+        choices=CLASS_WEIGHTINGS,
+        default=None,
+        help="weigh the cross-entropy by class (default: the preset's)",
     )
 
 

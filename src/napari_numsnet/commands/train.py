@@ -86,7 +86,7 @@ def _train(args: argparse.Namespace, context) -> int:
     training = preset.train.replace(device=device, seed=args.seed)
     training = _with_budget(training, args.epochs, args.steps)
     for key in ("batch_size", "learning_rate", "patch_size", "class_weights"):
-        if getattr(args, key, None) is not None:
+        if getattr(args, key) is not None:
             training = training.replace(**{key: getattr(args, key)})
     built = resume.model_config if resume is not None else model_cfg
     if training.class_weights != "none" and not takes_class_weights(

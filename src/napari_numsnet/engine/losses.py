@@ -253,11 +253,9 @@ def ce_loss(
     if not exclusive:
         return bce_loss(logits, labels, exclusive, mask)
     with no_autocast(logits):
-        logits, labels, planes, keep = _prepare(logits, labels, exclusive, mask)
-        if class_weights is not None:
-            log_probs = torch.log_softmax(logits, dim=1)
-            return _masked_mean(_weighted_nll(log_probs, planes, class_weights), keep)
-        values = F.cross_entropy(logits, labels, reduction="none").unsqueeze(1)
+        logits, labels, _, keep = _prepare(logits, labels, exclusive, mask)
+        weight = None if class_weights is None else class_weights.to(logits.device, logits.dtype)
+        values = F.cross_entropy(logits, labels, weight=weight, reduction="none").unsqueeze(1)
         return _masked_mean(values, keep)
 
 
