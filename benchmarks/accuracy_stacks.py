@@ -33,79 +33,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common
 import peers
+from stacks_data import ACDC_CLASSES, annotate, load_pool, stack_pairs
+from stacks_tables import mean_dice, run_summary, summarize, summarize_pruned
 
 from napari_numsnet import pipeline
 from napari_numsnet.config import SamplingConfig
 from napari_numsnet.engine.metrics import SegmentationMetrics
 from napari_numsnet.engine.postprocess import keep_largest_component
-from napari_numsnet.io import read_labels, read_volume
 from napari_numsnet.io.classes import ClassTable
 from napari_numsnet.presets import PRESETS
-
-#: Label names of ACDC (0 background, 1 RV, 2 myocardium, 3 LV).
-ACDC_CLASSES = ("background", "right ventricle", "myocardium", "left ventricle")
-
-
-def stack_pairs(folder: Path, split: str) -> list[tuple[Path, Path]]:
-    """``(image, labels)`` files of ``folder/images<split>`` and ``folder/labels<split>``."""
-    images = sorted((folder / f"images{split}").glob("*.nii*"))
-    pairs = [(p, folder / f"labels{split}" / p.name) for p in images]
-    missing = [str(lab) for _, lab in pairs if not lab.exists()]
-    if not pairs or missing:
-        raise SystemExit(f"no image/label pairs in {folder} split {split}: missing {missing[:3]}")
-    return pairs
-
-
-def patient_of(path: Path) -> str:
-    """``patient003_frame01.nii.gz`` -> ``patient003`` (the file stem otherwise)."""
-    return path.name.split("_")[0]
-
-
-def load_pool(
-    pairs: list[tuple[Path, Path]], patients: int | None
-) -> list[pipeline.AnnotatedStack]:
-    """The stacks of the first ``patients`` patients (sorted by name), all of them if None."""
-    keep = sorted({patient_of(p) for p, _ in pairs})
-    if patients is not None:
-        keep = keep[:patients]
-    stacks = []
-    for image_path, label_path in pairs:
-        if patient_of(image_path) not in keep:
-            continue
-        volume = read_volume(image_path)
-        labels = read_labels(label_path, like=volume.meta)
-        stacks.append(pipeline.AnnotatedStack(volume.data, labels, name=image_path.name))
-    return stacks
-
-
-def annotate(
-    stacks: list[pipeline.AnnotatedStack],
-    regime: str,
-    fraction: float,
-    seed: int,
-    strategy: str = SamplingConfig().strategy,
-    validation_every: int = 0,
-) -> tuple[list[pipeline.AnnotatedStack], int]:
-    """The stacks with the slices a user would annotate (``strategy`` at ``fraction``), or all.
-
-    ``validation_every`` k > 0 also annotates the planner's validation slice of every k-th
-    stack (held out for choosing the best weights, as the plugin does).
-    """
-    out, n = [], 0
-    for index, stack in enumerate(stacks):
-        z = len(stack.image)
-        val: np.ndarray = np.zeros(0, np.int64)
-        if regime == "all":
-            chosen = np.arange(z)
-        else:
-            split = pipeline.plan_slices(z, SamplingConfig(strategy, fraction, seed=seed))
-            chosen = np.asarray(split.train)
-            if validation_every and index % validation_every == 0:
-                val = np.asarray(split.val)
-        n += len(chosen)
-        annotated = np.union1d(chosen, val)
-        out.append(pipeline.AnnotatedStack(stack.image, stack.labels, annotated, val, stack.name))
-    return out, n
 
 
 def per_volume_dice(per_stack: list[dict[str, dict[str, float]]], names: list[str]) -> dict:
@@ -328,60 +264,6 @@ def run_one(
     return record
 
 
-def mean_dice(scores: dict[str, dict[str, float]], key: str = "dice") -> float:
-    """Mean of ``key`` over the classes, background left out."""
-    return float(np.nanmean([v[key] for k, v in scores.items() if k != "background"]))
-
-
-def summarize(records: list[dict[str, Any]], class_names: list[str]) -> str:
-    """Markdown tables: Dice per class and mean (mean ± std over seeds), then IoU/P/R."""
-    out = []
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for r in records:
-        groups.setdefault((r["regime"], r["model"]), []).append(r)
-    foreground = [c for c in class_names if c != "background"]
-    for metric in ("dice", "iou", "precision", "recall"):
-        rows = []
-        for (regime, model), runs in sorted(
-            groups.items(), key=lambda kv: (kv[0][0] != "few", common.order(kv[0][1]))
-        ):
-            cells = []
-            for c in foreground:
-                cells.append(common.fmt(*common.mean_std(r["scores"][c][metric] for r in runs)))
-            means = [np.nanmean([r["scores"][c][metric] for c in foreground]) for r in runs]
-            cells.append(common.fmt(*common.mean_std(means)))
-            minutes = np.mean([r["train_seconds"] for r in runs]) / 60
-            label = "10% slices" if regime == "few" else "all slices"
-            rows.append([common.title(model), label, *cells, f"{minutes:.1f}"])
-        header = ["model", "annotated", *foreground, "mean", "train min/run"]
-        out.append(f"**{metric}** (mean ± std over seeds, (n) seeds)\n\n")
-        out.append(common.markdown_table(header, rows) + "\n\n")
-    return "".join(out)
-
-
-def summarize_pruned(records: list[dict[str, Any]], class_names: list[str]) -> str:
-    """UNet#: Dice of the accurate mode and of each pruned head, same trained weights."""
-    runs = [r for r in records if "pruned" in r]
-    if not runs:
-        return ""
-    foreground = [c for c in class_names if c != "background"]
-
-    def row(label: str, parts: list[dict[str, Any]]) -> list[str]:
-        cells = [
-            common.fmt(*common.mean_std(p["scores"][c]["dice"] for p in parts)) for c in foreground
-        ]
-        means = [np.nanmean([p["scores"][c]["dice"] for c in foreground]) for p in parts]
-        slices = np.mean([r["eval_slices"] for r in runs])
-        speed = np.mean([slices / p["predict_seconds"] for p in parts])
-        return [label, *cells, common.fmt(*common.mean_std(means)), f"{speed:.1f}"]
-
-    rows = [row("accurate (mean of 4 heads)", runs)]
-    for level in ("4", "3", "2", "1"):
-        rows.append(row(f"fast, head X(0,{level})", [r["pruned"][level] for r in runs]))
-    header = ["UNet# mode", *foreground, "mean", "predicted slices/s"]
-    return common.markdown_table(header, rows) + "\n\n"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = common.base_parser(__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="acdc", help="sub-folder of the data root")
@@ -488,35 +370,7 @@ def main(argv: list[str] | None = None) -> int:
             for model in common.csv_list(args.models):
                 record = run_one(model, seed, regime, pool, evaluation, args, classes)
                 common.append_result(result_file, record)
-                print(
-                    f"{regime} seed {seed} {model}: mean Dice {mean_dice(record['scores']):.3f}"
-                    f" pooled, {mean_dice(record['scores'], 'dice_per_volume'):.3f} per volume,"
-                    f" {record['steps']} steps, train {record['train_seconds']:.0f} s",
-                    flush=True,
-                )
-                if args.largest_component:
-                    pooled = mean_dice(record["scores"], "dice_largest_component")
-                    per_volume = mean_dice(record["scores"], "dice_per_volume_largest_component")
-                    print(
-                        f"  largest component per class: {pooled:.3f} pooled,"
-                        f" {per_volume:.3f} per volume",
-                        flush=True,
-                    )
-                    pooled = mean_dice(record["scores"], "dice_chosen_component")
-                    per_volume = mean_dice(record["scores"], "dice_per_volume_chosen_component")
-                    chosen = (record["chosen_component"] or {}).get("classes", [])
-                    print(
-                        f"  largest component of the validated choice {chosen}: {pooled:.3f}"
-                        f" pooled, {per_volume:.3f} per volume",
-                        flush=True,
-                    )
-                if args.tta:
-                    tta = record["tta"]["scores"]
-                    print(
-                        f"  test-time flips: {mean_dice(tta):.3f} pooled,"
-                        f" {mean_dice(tta, 'dice_per_volume'):.3f} per volume",
-                        flush=True,
-                    )
+                print(f"{regime} seed {seed} {model}: " + run_summary(record), flush=True)
     return 0
 
 

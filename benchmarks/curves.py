@@ -23,7 +23,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common
-from accuracy_stacks import mean_dice
+from stacks_tables import mean_dice
 
 
 def _records(out: Path, name: str) -> list[dict[str, Any]]:

@@ -46,9 +46,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import accuracy_stacks
 import common
 import loop_report
+import stacks_data
 
 from napari_numsnet import pipeline
 from napari_numsnet.config import PredictConfig, SamplingConfig
@@ -252,7 +252,7 @@ def load_stacks(args: Any) -> tuple[list[pipeline.AnnotatedStack], ClassTable]:
         stack = pipeline.AnnotatedStack(sample.volume.data, sample.labels, name="ct_sample")
         return [stack], sample.classes
     folder = args.data_root / args.dataset
-    stacks = accuracy_stacks.load_pool(accuracy_stacks.stack_pairs(folder, args.split), None)
+    stacks = stacks_data.load_pool(stacks_data.stack_pairs(folder, args.split), None)
     stacks = stacks[: args.stacks] if args.stacks else stacks
     if args.class_names:
         classes = ClassTable.from_names(common.csv_list(args.class_names))
@@ -367,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         print(text)
         return 0
     if args.dataset == "acdc" and args.class_names is None:
-        args.class_names = ",".join(accuracy_stacks.ACDC_CLASSES)
+        args.class_names = ",".join(stacks_data.ACDC_CLASSES)
     stacks, classes = load_stacks(args)
     print(f"{len(stacks)} stacks, {sum(len(s.image) for s in stacks)} slices", flush=True)
     for seed in common.int_list(args.seeds):

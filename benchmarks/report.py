@@ -15,8 +15,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import accuracy_stacks
 import common
+import stacks_data
+import stacks_tables
 
 #: Published ground-glass Dice on the Inf-Net split (covid_medseg100 README).
 PUBLISHED_COVID = [
@@ -36,15 +37,15 @@ def acdc_section(records: list[dict[str, Any]], out: Path) -> str:
     """Tables of the stack benchmark and a Dice bar chart per model and class."""
     if not records:
         return ""
-    names = list(accuracy_stacks.ACDC_CLASSES)
-    text = "### ACDC few-shot accuracy\n\n" + accuracy_stacks.summarize(records, names)
+    names = list(stacks_data.ACDC_CLASSES)
+    text = "### ACDC few-shot accuracy\n\n" + stacks_tables.summarize(records, names)
     _acdc_plot(records, names[1:], out / "acdc_dice.png")
     return text
 
 
 def unetsharp_pruned_section(records: list[dict[str, Any]]) -> str:
     """UNet#'s accurate mode against its pruned heads, on the same trained weights."""
-    table = accuracy_stacks.summarize_pruned(records, list(accuracy_stacks.ACDC_CLASSES))
+    table = stacks_tables.summarize_pruned(records, list(stacks_data.ACDC_CLASSES))
     return "### ACDC few-shot: UNet# pruned heads\n\n" + table if table else ""
 
 

@@ -73,6 +73,7 @@ def test_mean_std_and_table_helpers():
 @needs_data
 def test_accuracy_stacks_trains_on_the_planned_slices(tmp_path):
     acc = _module("accuracy_stacks")
+    data, tables = _module("stacks_data"), _module("stacks_tables")
     args = ["--data-root", str(DATA), "--out", str(tmp_path), "--models", "unet",
             "--seeds", "0", "--regimes", "few,all", "--patients", "1", "--eval-stacks", "1",
             "--epochs", "1", "--size", "32", "--largest-component",
@@ -82,21 +83,23 @@ def test_accuracy_stacks_trains_on_the_planned_slices(tmp_path):
     for r in records:  # the curve ends with the last weights, after the last step
         assert r["curve"] and r["curve"][-1]["step"] == r["steps"]
     assert [r["regime"] for r in records] == ["few", "all"]
-    pool = acc.load_pool(acc.stack_pairs(DATA / "acdc", "Tr"), 1)
+    pool = data.load_pool(data.stack_pairs(DATA / "acdc", "Tr"), 1)
     depths = [len(s.image) for s in pool]
     # 10% of each stack, rounded half up, at least one slice; all slices for the bound.
     assert records[0]["train_slices"] == sum(max(1, int(z * 0.1 + 0.5)) for z in depths)
     assert records[1]["train_slices"] == sum(depths)
-    evaluated = acc.load_pool(acc.stack_pairs(DATA / "acdc", "Val"), None)[:1]
+    evaluated = data.load_pool(data.stack_pairs(DATA / "acdc", "Val"), None)[:1]
     assert records[0]["eval_slices"] == len(evaluated[0].image)
     for r in records:
-        for name in acc.ACDC_CLASSES[1:]:
+        for name in data.ACDC_CLASSES[1:]:
             assert 0.0 <= r["scores"][name]["dice"] <= 1.0
             for key in ("largest_component", "chosen_component"):  # the same predictions
                 assert 0.0 <= r["scores"][name][f"dice_per_volume_{key}"] <= 1.0
     assert set(records[0]["chosen_component"]) == {"classes", "dice_without", "dice_with"}
-    summary = acc.summarize(records, list(acc.ACDC_CLASSES))
+    summary = tables.summarize(records, list(data.ACDC_CLASSES))
     assert "| UNet | 10% slices |" in summary and "| UNet | all slices |" in summary
+    printed = tables.run_summary(records[0])  # what the script prints after each run
+    assert f"{records[0]['steps']} steps" in printed and "the validated choice" in printed
     curves = _module("curves")  # the recipes-side-by-side table and plot read these records
     plot = tmp_path / "curves.png"
     assert curves.main(["--out", str(tmp_path), "--runs", "acdc=smoke", "--plot", str(plot)]) == 0
@@ -106,19 +109,21 @@ def test_accuracy_stacks_trains_on_the_planned_slices(tmp_path):
 @needs_data
 def test_accuracy_stacks_trains_a_3d_model_through_the_pipeline(tmp_path):
     acc = _module("accuracy_stacks")
+    data, tables = _module("stacks_data"), _module("stacks_tables")
     args = ["--data-root", str(DATA), "--out", str(tmp_path), "--models", "msdsunet",
             "--seeds", "0", "--patients", "1", "--eval-stacks", "1", "--epochs", "1",
             "--size", "32"]  # fmt: skip
     assert acc.main(args) == 0
     (record,) = _lines(tmp_path / "accuracy_acdc.jsonl")
     assert record["model"] == "msdsunet" and record["eval_slices"] > 0
-    assert all(0.0 <= record["scores"][n]["dice"] <= 1.0 for n in acc.ACDC_CLASSES[1:])
-    assert "| MSDS-UNet | 10% slices |" in acc.summarize([record], list(acc.ACDC_CLASSES))
+    assert all(0.0 <= record["scores"][n]["dice"] <= 1.0 for n in data.ACDC_CLASSES[1:])
+    assert "| MSDS-UNet | 10% slices |" in tables.summarize([record], list(data.ACDC_CLASSES))
 
 
 @needs_data
 def test_accuracy_stacks_scores_the_pruned_unetsharp_heads(tmp_path):
     acc = _module("accuracy_stacks")
+    data, tables = _module("stacks_data"), _module("stacks_tables")
     args = ["--data-root", str(DATA), "--out", str(tmp_path), "--models", "unetsharp",
             "--seeds", "0", "--patients", "1", "--eval-stacks", "1", "--epochs", "1",
             "--size", "32", "--unetsharp-pruned", "--name", "pruned"]  # fmt: skip
@@ -126,8 +131,8 @@ def test_accuracy_stacks_scores_the_pruned_unetsharp_heads(tmp_path):
     (record,) = _lines(tmp_path / "pruned.jsonl")
     assert sorted(record["pruned"]) == ["1", "2", "3", "4"]
     for part in record["pruned"].values():
-        assert all(0.0 <= part["scores"][n]["dice"] <= 1.0 for n in acc.ACDC_CLASSES[1:])
-    table = acc.summarize_pruned([record], list(acc.ACDC_CLASSES))
+        assert all(0.0 <= part["scores"][n]["dice"] <= 1.0 for n in data.ACDC_CLASSES[1:])
+    table = tables.summarize_pruned([record], list(data.ACDC_CLASSES))
     assert "| fast, head X(0,1) |" in table and "| accurate (mean of 4 heads) |" in table
 
 
@@ -340,14 +345,14 @@ def test_default_layout_puts_training_and_prediction_back_on_a_plain_to(tmp_path
 def test_accuracy_stacks_trains_the_monai_unet_peer_with_our_recipe(tmp_path):
     if importlib.util.find_spec("monai") is None:
         pytest.skip("MONAI is not installed: only the MONAI peer is skipped")
-    acc, peers = _module("accuracy_stacks"), _module("peers")
+    acc, peers, data = _module("accuracy_stacks"), _module("peers"), _module("stacks_data")
     args = ["--data-root", str(DATA), "--out", str(tmp_path), "--models", "monai_unet",
             "--seeds", "0", "--patients", "1", "--eval-stacks", "1", "--steps", "2",
             "--size", "32"]  # fmt: skip
     assert acc.main(args) == 0
     (record,) = _lines(tmp_path / "accuracy_acdc.jsonl")
     assert record["model"] == "monai_unet" and record["steps"] == 2
-    assert all(0.0 <= record["scores"][n]["dice"] <= 1.0 for n in acc.ACDC_CLASSES[1:])
+    assert all(0.0 <= record["scores"][n]["dice"] <= 1.0 for n in data.ACDC_CLASSES[1:])
     # The fast preset's half widths are MONAI's usual channels, about DRSegUNet's size.
     from napari_numsnet.config import ModelConfig
     from napari_numsnet.models.registry import create_model, scaled_widths
