@@ -1,5 +1,5 @@
 """The tables of ``accuracy_stacks.py``: Dice, IoU, precision and recall per class and
-model (mean ± std over seeds), and UNet#'s pruned heads.
+model (mean ± std over seeds), UNet#'s pruned heads, and the summary printed after each run.
 """
 
 from __future__ import annotations
