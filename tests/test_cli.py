@@ -341,6 +341,35 @@ def test_train_class_weights_take_effect_or_are_refused(nifti_pair, tmp_path, ca
     assert info.value.code == 2 and "invalid choice: 'often'" in capsys.readouterr().err
 
 
+def test_train_semi_supervised_takes_effect_or_is_refused(nifti_pair, tmp_path, capsys):
+    image_path, labels_path = nifti_pair
+    common = ["train", "--image", image_path, "--labels", labels_path, "--annotated", "3,5",
+              "--num-classes", "6", "--steps", "2", "--size", "32", *TINY]  # fmt: skip
+    # The fast preset's term waits for 30 annotated slices, and says so; 0 switches it off.
+    status, out, err = run(capsys, *common, "--output", tmp_path / "preset.numsnet.pt")
+    assert status == 0, err
+    assert "no semi-supervised term yet" in out
+    assert load_checkpoint(tmp_path / "preset.numsnet.pt").train_config.semi_supervised == 1.0
+    off = tmp_path / "off.numsnet.pt"
+    status, out, err = run(capsys, *common, "--semi-supervised", "0", "--output", off)
+    assert status == 0, err
+    assert "semi-supervised" not in out
+    assert load_checkpoint(off).train_config.semi_supervised == 0.0
+    half = tmp_path / "half.numsnet.pt"
+    status, _, err = run(capsys, *common, "--semi-supervised", "0.5", "--output", half)
+    assert status == 0, err
+    assert load_checkpoint(half).train_config.semi_supervised == 0.5
+    bad = tmp_path / "bad.numsnet.pt"
+    for value, message in (("-1", "--semi-supervised -1.0"), ("nan", "--semi-supervised nan")):
+        status, _, err = run(capsys, *common, "--semi-supervised", value, "--output", bad)
+        assert status == 2 and message in err and "Traceback" not in err
+    status, _, err = run(
+        capsys, *common, "--model", "numsnet", "--semi-supervised", "1", "--output", bad
+    )
+    assert status == 2 and "cannot learn from" in err and "Traceback" not in err
+    assert not bad.exists()
+
+
 def test_every_option_has_a_help_text_that_shows_its_default(capsys):
     from napari_numsnet.cli import build_parser
 

@@ -268,6 +268,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="weigh the cross-entropy by how rare each class is ('frequency'; the presets: "
         "'none'); for the dice_ce and ce losses with exclusive classes",
     )
+    p.add_argument(
+        "--semi-supervised",
+        type=float,
+        help="weight of the semi-supervised term on the unannotated slices, 0 = off "
+        "(default: the preset's; slice models with exclusive classes only)",
+    )
     p.add_argument("--size", type=int, help="slice side for the network (0 = native)")
     p.add_argument("--resume", help="checkpoint to continue training")
     p.add_argument("--transfer", help="checkpoint to reuse all layers but the head")

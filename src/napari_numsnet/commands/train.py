@@ -22,7 +22,9 @@ from napari_numsnet.config import DEFAULT_MODEL
 from napari_numsnet.data.slices import annotated_slices
 from napari_numsnet.engine.class_weights import takes_class_weights
 from napari_numsnet.engine.device import select_device
+from napari_numsnet.engine.recipe import takes_semi_supervised
 from napari_numsnet.errors import NumsnetError
+from napari_numsnet.models import get_spec
 from napari_numsnet.presets import PRESETS, default_preset, get_preset
 
 
@@ -85,7 +87,7 @@ def _train(args: argparse.Namespace, context) -> int:
         model_cfg = model_cfg.replace(context=args.context)
     training = preset.train.replace(device=device, seed=args.seed)
     training = _with_budget(training, args.epochs, args.steps)
-    for key in ("batch_size", "learning_rate", "patch_size", "class_weights"):
+    for key in ("batch_size", "learning_rate", "patch_size", "class_weights", "semi_supervised"):
         if getattr(args, key) is not None:
             training = training.replace(**{key: getattr(args, key)})
     built = resume.model_config if resume is not None else model_cfg
@@ -99,6 +101,15 @@ def _train(args: argparse.Namespace, context) -> int:
             + ", which has none.",
             "Use the fast preset (Dice + cross-entropy) with a model of exclusive classes, "
             "or leave out --class-weights.",
+        )
+    if (args.semi_supervised or 0) > 0 and not takes_semi_supervised(
+        get_spec(built.name).kind, built.exclusive
+    ):
+        raise NumsnetError(
+            f"--semi-supervised {args.semi_supervised} asks for a term that {built.name} "
+            "cannot learn from: it is for slice models with exclusive classes.",
+            "Leave out --semi-supervised (or give 0), or choose a slice model such as "
+            "drsegunet or unet.",
         )
     preprocess = pipeline.default_preprocess(volumes[0].data, preset.preprocess)
     if args.size is not None:
