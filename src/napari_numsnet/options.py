@@ -134,12 +134,13 @@ def check_train_options(args: argparse.Namespace) -> None:
             f"--learning-rate {lr} is outside its meaning (a step size above 0).",
             "Give a positive learning rate such as 0.001.",
         )
-    weight = getattr(args, "semi_supervised", None)
-    if weight is not None and (not math.isfinite(weight) or weight < 0):
-        raise NumsnetError(
-            f"--semi-supervised {weight} is outside its meaning (a loss weight of 0 or more).",
-            "Give 0 to train without the term, or a weight such as 1.",
-        )
+    check_number(
+        "--semi-supervised",
+        getattr(args, "semi_supervised", None),
+        0,
+        "the term's loss weight, 0 = off",
+        integer=False,
+    )
     check_number("--size", args.size, 0, "slice side in pixels, 0 = native")
     check_number("--num-classes", args.num_classes, 2, "label values incl. background")
     if args.num_classes is not None:
