@@ -370,6 +370,34 @@ def test_train_semi_supervised_takes_effect_or_is_refused(nifti_pair, tmp_path, 
     assert not bad.exists()
 
 
+def test_train_without_model_takes_the_default_for_the_image(nifti_pair, tmp_path, capsys):
+    """CT in Hounsfield units gets DRSegUNet, any other image UNet; --model overrides."""
+    image_path, labels_path = nifti_pair
+    scan = nib.load(image_path)
+    scaled = np.asarray(scan.dataobj, dtype=np.float32)
+    scaled = (scaled - scaled.min()) / (scaled.max() - scaled.min())  # like MRI in [0, 1]
+    mri_path = tmp_path / "mri.nii.gz"
+    nib.save(nib.Nifti1Image(scaled, scan.affine), mri_path)
+    common = ["train", "--labels", labels_path, "--annotated", "3,5", "--num-classes", "6",
+              "--steps", "2", "--size", "32", *TINY]  # fmt: skip
+    for image, expected, why in (
+        (image_path, "drsegunet", "CT in Hounsfield units"),
+        (mri_path, "unet", "not in Hounsfield units"),
+    ):
+        output = tmp_path / f"{expected}.numsnet.pt"
+        status, out, err = run(capsys, *common, "--image", image, "--output", output)
+        assert status == 0, err
+        assert f"model {expected} (the default for" in out and why in out
+        assert load_checkpoint(output).model_config.name == expected
+    chosen = tmp_path / "chosen.numsnet.pt"
+    status, out, err = run(
+        capsys, *common, "--image", mri_path, "--model", "drsegunet", "--output", chosen
+    )
+    assert status == 0, err
+    assert "model drsegunet;" in out and "the default for" not in out
+    assert load_checkpoint(chosen).model_config.name == "drsegunet"
+
+
 def test_every_option_has_a_help_text_that_shows_its_default(capsys):
     from napari_numsnet.cli import build_parser
 

@@ -13,7 +13,7 @@ from napari_numsnet.engine.checkpoint import Checkpoint
 from napari_numsnet.errors import NumsnetError
 from napari_numsnet.io.classes import ClassTable
 from napari_numsnet.models import create_model
-from napari_numsnet.presets import get_preset
+from napari_numsnet.presets import default_model, default_model_reason, get_preset
 
 
 @pytest.fixture
@@ -207,3 +207,20 @@ def test_predict_files_into_the_input_folder_does_not_predict_its_outputs(checkp
         "b.npy",
         "b_labels.npy",
     ]
+
+
+def test_the_default_model_follows_the_image(sample):
+    """CT in Hounsfield units -> DRSegUNet; MRI-like, 8-bit or z-scored data -> UNet."""
+    ct = sample.volume.data
+    assert default_model(ct) == "drsegunet"
+    assert "Hounsfield" in default_model_reason("drsegunet")
+    scaled = (ct - ct.min()) / (ct.max() - ct.min())
+    rng = np.random.default_rng(0)
+    for image in (
+        scaled,
+        (scaled * 255).astype(np.uint8),
+        (ct - ct.mean()) / ct.std(),
+        rng.normal(300.0, 120.0, (4, 16, 16)),  # MRI in scanner units
+    ):
+        assert default_model(image) == "unet"
+    assert "not in Hounsfield" in default_model_reason("unet")

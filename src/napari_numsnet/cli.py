@@ -33,7 +33,12 @@ from napari_numsnet.commands.common import (
 )
 from napari_numsnet.commands.predict import cmd_predict
 from napari_numsnet.commands.train import cmd_train
-from napari_numsnet.config import DEFAULT_MODEL, ClassWeightsName, SamplingConfig
+from napari_numsnet.config import (
+    DEFAULT_MODEL,
+    DEFAULT_MODEL_NOT_HU,
+    ClassWeightsName,
+    SamplingConfig,
+)
 from napari_numsnet.errors import NumsnetError
 from napari_numsnet.presets import PRESETS, default_preset, get_preset
 
@@ -247,7 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val", help="annotated slices held out for validation")
     p.add_argument("--classes", help="class table JSON (names and colours)")
     p.add_argument("--num-classes", type=int, help="label values incl. background")
-    p.add_argument("--model", choices=models, help=f"network to train (default {DEFAULT_MODEL})")
+    p.add_argument(
+        "--model",
+        choices=models,
+        help=f"network to train (default {DEFAULT_MODEL} for CT in Hounsfield units, "
+        f"{DEFAULT_MODEL_NOT_HU} for other images)",
+    )
     p.add_argument(
         "--preset",
         choices=presets,

@@ -173,6 +173,30 @@ def test_presets_set_the_width_scale_and_the_default_model_is_the_benchmarks_cho
     assert settings.training.epochs == PRESETS["paper"].train.epochs
 
 
+def test_the_model_follows_the_image_until_the_user_chooses_one(panel):
+    """CT in HU selects DRSegUNet, an MRI-like image UNet; a model picked by hand stays."""
+    from napari_numsnet.config import DEFAULT_MODEL, DEFAULT_MODEL_NOT_HU
+
+    viewer, widget = panel
+    tab, settings = widget.train_tab, widget.training.settings
+    ct = viewer.layers["ct"]
+    assert widget.annotation.image is ct
+    assert tab.model.currentData() == DEFAULT_MODEL == "drsegunet"
+    data = np.asarray(ct.data, dtype=np.float32)
+    mri = viewer.add_image((data - data.min()) / (data.max() - data.min()), name="mri")
+    widget.image_combo.set_layer(mri)
+    assert widget.annotation.image is mri
+    assert tab.model.currentData() == DEFAULT_MODEL_NOT_HU == "unet" == settings.model.name
+    widget.image_combo.set_layer(ct)
+    assert tab.model.currentData() == "drsegunet" == settings.model.name
+    # The user picks a model (a click in the list): other images no longer change it.
+    tab.model.setCurrentIndex(tab.model.findData("unetpp"))
+    tab.model.activated.emit(tab.model.currentIndex())
+    widget.image_combo.set_layer(mri)
+    assert tab.model.currentData() == "unetpp" == settings.model.name
+    assert "Hounsfield" in tab.model.toolTip()
+
+
 def test_the_model_list_counts_the_parameters_at_the_chosen_widths(panel):
     """The fast preset trains half the paper's widths: the list says what is trained."""
     from napari_numsnet.config import ModelConfig

@@ -19,16 +19,17 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_numsnet.config import DEFAULT_MODEL, ModelConfig
+from napari_numsnet.config import DEFAULT_MODEL, DEFAULT_MODEL_NOT_HU, ModelConfig
 from napari_numsnet.engine import threads as thread_policy
 from napari_numsnet.engine.class_weights import takes_class_weights
 from napari_numsnet.engine.device import available_devices, describe_device, select_device
 from napari_numsnet.engine.events import TrainEvent, TrainState
 from napari_numsnet.errors import NumsnetError
 from napari_numsnet.models import MODELS, SLICE_MODELS, get_spec, list_models, scaled_widths
-from napari_numsnet.presets import PRESETS, SEMI_SUPERVISED
+from napari_numsnet.presets import PRESETS, SEMI_SUPERVISED, default_model
 
 from .errors import reported
+from .layers import stack_of
 from .plot import TrainingPlot
 from .shortcuts import with_shortcut
 from .stacks_widget import StacksBox
@@ -55,6 +56,14 @@ class TrainWidget(QWidget):
         for name, spec in MODELS.items():
             self.model.addItem(spec.title, name)
         self.model.setCurrentIndex(self.model.findData(DEFAULT_MODEL))
+        self.model.setToolTip(
+            f"Unless you choose one, the model follows the image: "
+            f"{get_spec(DEFAULT_MODEL).title} for CT in Hounsfield units, "
+            f"{get_spec(DEFAULT_MODEL_NOT_HU).title} for other images (MRI and others), "
+            "the most accurate of each in the benchmarks."
+        )
+        self.model_chosen = False  # the user picked a model: the image no longer does
+        self._image: Any = None
         self.preset = QComboBox()
         self.preset.addItems(list(PRESETS))
         self.epochs = QSpinBox(minimum=1, maximum=10_000)
@@ -136,6 +145,7 @@ class TrainWidget(QWidget):
         self._show_width_scale(controller.settings.training.preset)
         self._show_settings()
         self._connect()
+        self._follow_image()
         self.on_state(controller.state)
 
     def _build(self) -> None:
@@ -189,9 +199,28 @@ class TrainWidget(QWidget):
         self.train_button.clicked.connect(lambda *_: self._start(resume=False))
         self.continue_button.clicked.connect(lambda *_: self._start(resume=True))
         self.stop_button.clicked.connect(lambda *_: c.stop())
+        self.model.activated.connect(self._on_model_chosen)
+        c.annotation.changed.connect(self._follow_image)
         c.state_changed.connect(self.on_state)
         c.progress.connect(self.on_event)
         c.checkpoint_changed.connect(lambda *_: self.on_state(c.state))
+
+    def _on_model_chosen(self, *_: Any) -> None:
+        self.model_chosen = True
+
+    def _follow_image(self) -> None:
+        """A newly annotated image selects its default model, until the user picks one."""
+        image = self.controller.annotation.image
+        if image is self._image:
+            return
+        self._image = image
+        if image is None or self.model_chosen:
+            return
+        try:
+            name = default_model(stack_of(image))
+        except NumsnetError:  # not a 3D grey stack: the annotation tab says so
+            return
+        self.model.setCurrentIndex(self.model.findData(name))
 
     def _show_stacks(self, shown: bool) -> None:
         self.stacks.setVisible(shown)

@@ -18,14 +18,19 @@ from napari_numsnet.commands.common import (
     _recipe_note,
     _with_budget,
 )
-from napari_numsnet.config import DEFAULT_MODEL
 from napari_numsnet.data.slices import annotated_slices
 from napari_numsnet.engine.class_weights import takes_class_weights
 from napari_numsnet.engine.device import select_device
 from napari_numsnet.engine.recipe import takes_semi_supervised
 from napari_numsnet.errors import NumsnetError
 from napari_numsnet.models import get_spec
-from napari_numsnet.presets import PRESETS, default_preset, get_preset
+from napari_numsnet.presets import (
+    PRESETS,
+    default_model,
+    default_model_reason,
+    default_preset,
+    get_preset,
+)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -79,7 +84,7 @@ def _train(args: argparse.Namespace, context) -> int:
         values = args.num_classes or max(int(lab.max()) for lab in labels) + 1
         options.check_class_count(values, f"The labels (largest value {values - 1})")
         classes = ClassTable.default(max(values, 2))
-    model_name = args.model or DEFAULT_MODEL
+    model_name = args.model or default_model(volumes[0].data)
     model_cfg = pipeline.model_for_preset(model_name, classes.num_values, preset)
     if args.widths:
         model_cfg = model_cfg.replace(widths=args.widths)
@@ -140,8 +145,11 @@ def _train(args: argparse.Namespace, context) -> int:
                 f"no --annotated: every slice with a label counts as annotated ({n} slices); "
                 "give --annotated to train on some of them only"
             )
+        chosen = (
+            "" if args.model or resume is not None else f" ({default_model_reason(built.name)})"
+        )
         print(
-            f"model {built.name}{_context_note(built.context)}; preset {preset.name}: "
+            f"model {built.name}{chosen}{_context_note(built.context)}; preset {preset.name}: "
             f"{_budget(training, n)}, {_batch_note(built.name, training, n)}"
             + _recipe_note(built.name, training, device, trained_on, unannotated, built.exclusive)
         )
