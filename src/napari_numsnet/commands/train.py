@@ -145,11 +145,11 @@ def _train(args: argparse.Namespace, context) -> int:
                 f"no --annotated: every slice with a label counts as annotated ({n} slices); "
                 "give --annotated to train on some of them only"
             )
-        chosen = (
+        why = (
             "" if args.model or resume is not None else f" ({default_model_reason(built.name)})"
         )
         print(
-            f"model {built.name}{chosen}{_context_note(built.context)}; preset {preset.name}: "
+            f"model {built.name}{why}{_context_note(built.context)}; preset {preset.name}: "
             f"{_budget(training, n)}, {_batch_note(built.name, training, n)}"
             + _recipe_note(built.name, training, device, trained_on, unannotated, built.exclusive)
         )
