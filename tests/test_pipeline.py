@@ -13,7 +13,8 @@ from napari_numsnet.engine.checkpoint import Checkpoint
 from napari_numsnet.errors import NumsnetError
 from napari_numsnet.io.classes import ClassTable
 from napari_numsnet.models import create_model
-from napari_numsnet.presets import default_model, default_model_reason, get_preset
+from napari_numsnet.models.default_choice import default_model, default_model_reason
+from napari_numsnet.presets import get_preset
 
 
 @pytest.fixture

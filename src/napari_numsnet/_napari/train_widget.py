@@ -26,7 +26,8 @@ from napari_numsnet.engine.device import available_devices, describe_device, sel
 from napari_numsnet.engine.events import TrainEvent, TrainState
 from napari_numsnet.errors import NumsnetError
 from napari_numsnet.models import MODELS, SLICE_MODELS, get_spec, list_models, scaled_widths
-from napari_numsnet.presets import PRESETS, SEMI_SUPERVISED, default_model
+from napari_numsnet.models.default_choice import default_model
+from napari_numsnet.presets import PRESETS, SEMI_SUPERVISED
 
 from .errors import reported
 from .layers import stack_of

@@ -24,10 +24,9 @@ from napari_numsnet.engine.device import select_device
 from napari_numsnet.engine.recipe import takes_semi_supervised
 from napari_numsnet.errors import NumsnetError
 from napari_numsnet.models import get_spec
+from napari_numsnet.models.default_choice import default_model, default_model_reason
 from napari_numsnet.presets import (
     PRESETS,
-    default_model,
-    default_model_reason,
     default_preset,
     get_preset,
 )
@@ -145,9 +144,7 @@ def _train(args: argparse.Namespace, context) -> int:
                 f"no --annotated: every slice with a label counts as annotated ({n} slices); "
                 "give --annotated to train on some of them only"
             )
-        why = (
-            "" if args.model or resume is not None else f" ({default_model_reason(built.name)})"
-        )
+        why = "" if args.model or resume is not None else f" ({default_model_reason(built.name)})"
         print(
             f"model {built.name}{why}{_context_note(built.context)}; preset {preset.name}: "
             f"{_budget(training, n)}, {_batch_note(built.name, training, n)}"
