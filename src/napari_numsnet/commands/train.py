@@ -25,11 +25,7 @@ from napari_numsnet.engine.recipe import takes_semi_supervised
 from napari_numsnet.errors import NumsnetError
 from napari_numsnet.models import get_spec
 from napari_numsnet.models.default_choice import default_model, default_model_reason
-from napari_numsnet.presets import (
-    PRESETS,
-    default_preset,
-    get_preset,
-)
+from napari_numsnet.presets import PRESETS, default_preset, get_preset
 
 
 def cmd_train(args: argparse.Namespace) -> int:
